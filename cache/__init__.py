@@ -1,0 +1,1 @@
+"""cache package (front door: see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""router package (front door: see DESIGN.md)."""
