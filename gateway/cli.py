@@ -5,16 +5,105 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+__all__ = ["DEFAULT_CONFIG", "main"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gateway.yaml"
+
+
+def _upstream_backends(urls: list[str]) -> list[dict[str, Any]]:
+    """`--upstream URL` backends: models are discovered from each upstream's /v1/models."""
+    backends = []
+    for i, url in enumerate(urls):
+        base = url.rstrip("/")
+        if not base.endswith("/v1"):
+            base += "/v1"
+        backends.append({"name": f"upstream-{i + 1}", "type": "openai", "base_url": base})
+    return backends
+
+
+def _settings_for_serve(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"server": {}}
+    for key in ("host", "port", "workers"):
+        if getattr(args, key) is not None:
+            overrides["server"][key] = getattr(args, key)
+    path: Path | None = Path(args.config) if args.config else None
+    if args.upstream:
+        overrides["backends"] = _upstream_backends(args.upstream)
+        if args.api_key:
+            from gateway.auth import hash_key
+
+            overrides["auth"] = {
+                "mode": "keys",
+                "keys": [{"sha256": hash_key(k), "tenant": "default"} for k in args.api_key],
+            }
+        elif path is None:
+            overrides["auth"] = {"mode": "none"}  # a quick start in front of a local server
+    elif path is None:
+        path = DEFAULT_CONFIG
+    return load_settings(path, overrides=overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings_for_serve(args)
+    except ConfigError as exc:
+        print(f"switchyard: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    from gateway.server import run
+
+    return run(settings)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.path)
+    except ConfigError as exc:
+        print(f"{args.path}: {exc}", file=sys.stderr)
+        return 1
+    models = sorted({m for b in settings.backends for m in b.public_models()})
+    print(f"{args.path}: ok ({len(settings.backends)} backend(s); models: {', '.join(models) or 'discovered'})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="switchyard", description="Switchyard LLM gateway")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("sim", help="run a simulated OpenAI-compatible backend", add_help=False)
+    # `sim` and `bench` own their flags; hand them the rest of the command line untouched.
     if argv[:1] == ["sim"]:
         from gateway.sim.cli import main as sim_main
 
         return sim_main(argv[1:])
-    parser.parse_args(argv)
-    return 2
+    if argv[:1] == ["bench"]:
+        # The load generator lives in bench/ (it may import anything); the gateway never imports it.
+        import importlib
+
+        bench_cli: Any = importlib.import_module("bench.cli")
+        return int(bench_cli.main(argv[1:]))
+
+    parser = argparse.ArgumentParser(prog="switchyard", description="Switchyard: an OpenAI-compatible LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help=f"YAML configuration (default: {DEFAULT_CONFIG.name}, the embedded default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="proxy an OpenAI-compatible server, models discovered (repeatable; no config file needed)",
+    )
+    serve.add_argument("--api-key", action="append", default=[], help="with --upstream: accept this client key")
+    serve.set_defaults(func=_serve)
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path")
+    check.set_defaults(func=_check_config)
+    sub.add_parser("sim", help="run a simulated OpenAI-compatible backend (switchyard sim --help)")
+    sub.add_parser("bench", help="LLM-aware load generator (switchyard bench --help)")
+    args = parser.parse_args(argv)
+    return int(args.func(args))

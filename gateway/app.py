@@ -1,0 +1,120 @@
+"""`create_app(settings)`: the FastAPI application. Nothing happens at import time; the lifespan
+builds the `Services` and closes them again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from gateway import metrics
+from gateway.errors import BadRequest, SwitchyardError
+from gateway.middleware.body_limit import BodyLimitMiddleware
+from gateway.middleware.drain import DrainMiddleware, DrainState
+from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.openai.chat.route import attach_router as attach_chat
+from gateway.openai.completions.route import attach_router as attach_completions
+from gateway.openai.embeddings.route import attach_router as attach_embeddings
+from gateway.openai.models.route import attach_router as attach_models
+from gateway.openai.routing import services
+from gateway.services import build_services
+from gateway.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def _error_response(exc: SwitchyardError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers)
+
+
+def _endpoint_of(request: Request) -> str:
+    path = request.url.path
+    return (
+        path[4:]
+        if path.startswith("/v1/") and path[4:] in ("chat/completions", "completions", "embeddings")
+        else "other"
+    )
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SwitchyardError)
+    metrics.REQUESTS.labels(_endpoint_of(request), "unknown", "none", str(exc.status)).inc()
+    return _error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = {404: f"Unknown path {request.url.path}", 405: f"Method {request.method} is not allowed here"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    err = SwitchyardError(message, code="not_found" if exc.status_code == 404 else None)
+    err.status, err.type = exc.status_code, "invalid_request_error"
+    return _error_response(err)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    return _error_response(BadRequest("The request parameters are invalid."))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    err = SwitchyardError("The gateway hit an internal error; it has been logged.")
+    return _error_response(err)
+
+
+def create_app(settings: Settings, *, drain: DrainState | None = None) -> FastAPI:
+    drain_state = drain or DrainState()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = await build_services(settings, drain_state)
+        try:
+            yield
+        finally:
+            await app.state.services.aclose()
+
+    app = FastAPI(
+        title="Switchyard",
+        version="0.1.0",
+        description="An LLM serving gateway that speaks the OpenAI API.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    attach_chat(app)
+    attach_completions(app)
+    attach_embeddings(app)
+    attach_models(app)
+    _attach_operational_routes(app)
+
+    app.add_exception_handler(SwitchyardError, _on_gateway_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    # Outermost last: the request id wraps everything, drain refuses before the body is read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(DrainMiddleware, state=drain_state)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _attach_operational_routes(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        ready, detail = services(request).readiness()
+        return JSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)

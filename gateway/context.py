@@ -1,0 +1,60 @@
+"""The typed state one request carries through the pipeline's stages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.types import JSON, Endpoint, Priority
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gateway.completion import Completion
+
+__all__ = ["RequestContext", "Tenant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    priority: Priority = "interactive"
+    rpm: int | None = None
+    tpm: int | None = None
+    models: frozenset[str] | None = None  # None: every model
+
+
+OnComplete = Callable[["Completion"], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything the stages learn about one request. The client's body is never mutated:
+    stages that change what goes upstream write `upstream_body`."""
+
+    request_id: str
+    endpoint: Endpoint
+    body: JSON
+    headers: Any  # starlette Headers: case-insensitive mapping of the client's headers
+    arrived: float = field(default_factory=time.perf_counter)
+    tenant: Tenant = Tenant("anonymous")
+    priority: Priority = "interactive"
+    model: str = ""
+    stream: bool = False
+    include_usage: bool = False
+    upstream_body: JSON | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    reserved_tokens: int = 0
+    capture: bool = False  # a stage needs the whole response (cache store, router feedback)
+    on_complete: list[OnComplete] = field(default_factory=list)
+    # One embedding per distinct text per request, shared by the cache and the tool router;
+    # None when no embedder runs. Returns None (a miss) when embedding is slow or fails.
+    embed: Callable[[str], Awaitable[np.ndarray | None]] | None = None
+
+    def outgoing_body(self) -> JSON:
+        """The body to send upstream, copied on first change so the client's body stays as sent."""
+        if self.upstream_body is None:
+            self.upstream_body = dict(self.body)
+        return self.upstream_body

@@ -1,0 +1,1 @@
+"""The OpenAI wire surface: one sub-package per endpoint (protocol, serving, route)."""

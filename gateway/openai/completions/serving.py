@@ -1,0 +1,13 @@
+"""POST /v1/completions serving."""
+
+from __future__ import annotations
+
+from gateway.openai.completions.protocol import CompletionRequest
+from gateway.openai.serving import Serving
+
+__all__ = ["CompletionServing"]
+
+
+class CompletionServing(Serving):
+    endpoint = "completions"
+    request_model = CompletionRequest

@@ -1,0 +1,95 @@
+"""The request pipeline: run the stages in order, then relay. This module only composes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway import metrics
+from gateway.completion import Completion
+from gateway.context import RequestContext
+from gateway.relay import Relay
+from gateway.responses import RelayResponse
+from gateway.types import JSON
+
+__all__ = ["Pipeline", "Stage"]
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[RequestContext], Awaitable[Any]]
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage], relay: Relay, *, embedder: Any = None, embed_timeout: float = 0.05):
+        self.stages = list(stages)
+        self.relay = relay
+        self.embedder = embedder
+        self.embed_timeout = embed_timeout
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def run(self, ctx: RequestContext) -> Any:
+        if self.embedder is not None:
+            ctx.embed = self._memoised_embed()
+        metrics.IN_FLIGHT.labels(ctx.endpoint).inc()
+        try:
+            for stage in self.stages:
+                reply = await stage(ctx)
+                if reply is not None:
+                    return reply
+        except BaseException:
+            metrics.IN_FLIGHT.labels(ctx.endpoint).dec()
+            raise
+        return RelayResponse(self.relay, ctx, self._upstream_body(ctx), self.finish, assemble=ctx.capture)
+
+    @staticmethod
+    def _upstream_body(ctx: RequestContext) -> JSON:
+        if not ctx.stream:
+            return ctx.upstream_body if ctx.upstream_body is not None else ctx.body
+        body = ctx.outgoing_body()
+        # Always ask for usage so tokens are counted; the relay strips it if the client did not ask.
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return body
+
+    def _memoised_embed(self) -> Callable[[str], Awaitable[np.ndarray | None]]:
+        futures: dict[str, asyncio.Future[np.ndarray | None]] = {}
+        embedder, timeout = self.embedder, self.embed_timeout
+
+        async def embed(text: str) -> np.ndarray | None:
+            if text not in futures:
+                futures[text] = asyncio.ensure_future(embedder.embed_one(text, timeout))
+            return await asyncio.shield(futures[text])
+
+        return embed
+
+    async def finish(self, ctx: RequestContext, completion: Completion, status: int) -> None:
+        """Called once per answered request: metrics now, stage callbacks in the background."""
+        metrics.IN_FLIGHT.labels(ctx.endpoint).dec()
+        elapsed = time.perf_counter() - ctx.arrived
+        metrics.REQUESTS.labels(ctx.endpoint, ctx.model, completion.backend or "none", str(status)).inc()
+        metrics.REQUEST_DURATION.labels(ctx.endpoint, ctx.model).observe(elapsed)
+        if completion.duration is not None and not ctx.stream:
+            metrics.OVERHEAD.labels(ctx.endpoint).observe(max(0.0, elapsed - completion.duration))
+        elif completion.from_cache:
+            metrics.OVERHEAD.labels(ctx.endpoint).observe(elapsed)
+        if ctx.on_complete:
+            task = asyncio.create_task(self._callbacks(ctx, completion))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _callbacks(self, ctx: RequestContext, completion: Completion) -> None:
+        for callback in ctx.on_complete:
+            try:
+                result = callback(completion)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("a completion callback failed (request %s)", ctx.request_id)
+
+    async def drain_background(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

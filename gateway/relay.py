@@ -1,0 +1,341 @@
+"""Relay policy: which backend gets a request, what happens when it fails, and when to hedge.
+
+A streamed request is *committed* to a backend at its first chunk that carries content (text,
+tool calls or a finish reason). Until then nothing has reached the client, so failures retry on
+another backend, a fallback model, or after a jittered backoff; and when the first-token deadline
+passes, a hedge goes to the next-best backend and whichever produces content first wins (the
+loser is closed at once). After the commit, the relay only forwards: a failure or a stall becomes
+an error event (see `gateway/responses.py`).
+
+This module sees backends only through `UpstreamTransport`; bytes to the client are written by
+`gateway/responses.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway import metrics
+from gateway.backends.backend import Lease
+from gateway.backends.registry import BackendRegistry
+from gateway.backends.ttft import LatencyWindow
+from gateway.completion import StreamAssembler
+from gateway.context import RequestContext
+from gateway.errors import NoBackendAvailable, SwitchyardError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from gateway.settings import RelaySettings, ResilienceSettings
+from gateway.types import JSON
+from gateway.upstreams.base import UpstreamCall, UpstreamResponse
+
+__all__ = ["Attempt", "HedgeBudget", "Relay"]
+
+log = logging.getLogger(__name__)
+
+_MIN_SAMPLES_FOR_DEADLINE = 20
+
+
+class HedgeBudget:
+    """Each primary request earns `fraction` of a hedge; a hedge spends one (at most `burst` saved)."""
+
+    def __init__(self, fraction: float, burst: float = 5.0):
+        self.fraction = fraction
+        self.burst = burst
+        self._tokens = 1.0 if fraction > 0 else 0.0
+
+    def earn(self) -> None:
+        self._tokens = min(self.burst, self._tokens + self.fraction)
+
+    def spend(self) -> bool:
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One call to one backend. For streams, `opened` holds it until its first content chunk."""
+
+    lease: Lease
+    assembler: StreamAssembler | None
+    hedge: bool = False
+    sent_at: float = 0.0
+    first_token_at: float | None = None
+    response: UpstreamResponse | None = None
+    events: AsyncIterator[bytes] | None = None
+    held: list[tuple[bytes, JSON]] = field(default_factory=list)
+    body: bytes = b""  # the whole body, for plain requests
+    finished: bool = False  # the stream ended during the hold (a short or empty answer)
+
+    @property
+    def backend(self) -> str:
+        return self.lease.backend.name
+
+    async def aclose(self) -> None:
+        if self.events is not None:
+            with contextlib.suppress(Exception):
+                await self.events.aclose()  # type: ignore[attr-defined]
+        if self.response is not None:
+            with contextlib.suppress(Exception):
+                await self.response.aclose()
+
+
+class Relay:
+    def __init__(
+        self,
+        registry: BackendRegistry,
+        settings: RelaySettings,
+        resilience: ResilienceSettings,
+        rng: random.Random | None = None,
+    ):
+        self.registry = registry
+        self.settings = settings
+        self.resilience = resilience
+        self._rng = rng or random.Random()
+        self.hedge_budget = HedgeBudget(settings.hedge_budget)
+        self._ttft_windows: dict[str, LatencyWindow] = {}
+
+    # -- deadlines and predictions ----------------------------------------------------------
+
+    def first_token_deadline(self, model: str, priority: str) -> float | None:
+        """Seconds to wait for the first token before hedging; None: do not hedge."""
+        if not self.settings.hedge or priority != "interactive":
+            return None  # hedging spends backend capacity to protect interactive TTFT only
+        if self.settings.first_token_deadline is not None:
+            return self.settings.first_token_deadline
+        window = self._ttft_windows.get(model)
+        if window is None or len(window) < _MIN_SAMPLES_FOR_DEADLINE:
+            return None
+        p95 = window.percentile(95) or 0.0
+        return max(self.settings.deadline_min, p95 * self.settings.deadline_p95_factor)
+
+    def predicted_ttft(self, model: str) -> float | None:
+        """The best predicted TTFT among the model's usable backends (None without data)."""
+        best: float | None = None
+        for m in self.registry.chain(model):
+            for b in self.registry.candidates(m):
+                if not b.usable():
+                    continue
+                p = b.ttft.predict(b.outstanding)
+                if p is not None and (best is None or p < best):
+                    best = p
+        return best
+
+    def observe_ttft(self, attempt: Attempt) -> None:
+        if attempt.first_token_at is None:
+            return
+        ttft = attempt.first_token_at - attempt.sent_at
+        attempt.lease.backend.ttft.observe(ttft, attempt.lease.outstanding_at_send)
+        self._ttft_windows.setdefault(attempt.lease.public_model, LatencyWindow()).add(ttft)
+        metrics.TTFT.labels(attempt.lease.public_model, attempt.backend).observe(ttft)
+
+    # -- opening a call ---------------------------------------------------------------------
+
+    def _call(self, ctx: RequestContext, lease: Lease, body: JSON) -> UpstreamCall:
+        if body.get("model") != lease.upstream_model:
+            body = {**body, "model": lease.upstream_model}
+        return UpstreamCall(ctx.endpoint, body, ctx.stream, ctx.request_id, ctx.priority)
+
+    async def _open(self, ctx: RequestContext, attempt: Attempt, body: JSON) -> Attempt:
+        """Send and, for streams, read until the first content chunk (held, not yet forwarded)."""
+        call = self._call(ctx, attempt.lease, body)
+        attempt.sent_at = time.perf_counter()
+        attempt.response = await attempt.lease.backend.transport.send(call)
+        if not ctx.stream:
+            attempt.body = await attempt.response.read()
+            attempt.first_token_at = time.perf_counter()
+            return attempt
+        attempt.events = attempt.response.events()
+        assert attempt.assembler is not None
+        async for raw in attempt.events:
+            parsed = parse_chunk(raw, attempt.backend)
+            attempt.held.append((raw, parsed))
+            if attempt.assembler.feed(parsed):
+                attempt.first_token_at = time.perf_counter()
+                return attempt
+        attempt.finished = True
+        attempt.first_token_at = time.perf_counter()
+        return attempt
+
+    async def _lease(self, ctx: RequestContext, failed: set[str], *, wait: bool = True) -> Lease | None:
+        chain = self.registry.chain(ctx.model)
+        others = any(b.name not in failed for m in chain for b in self.registry.candidates(m))
+        exclude = failed if others else set()  # with one backend, retry the same one
+        if wait:
+            return await self.registry.acquire(ctx.model, exclude)
+        return self.registry.try_acquire(ctx.model, exclude)
+
+    def _backoff(self, attempt_no: int) -> float:
+        base = self.resilience.backoff_base * (2 ** attempt_no)
+        return float(min(self.resilience.backoff_max, base * self._rng.uniform(0.5, 1.5)))
+
+    # -- the pre-commit race ----------------------------------------------------------------
+
+    async def start(self, ctx: RequestContext, body: JSON, *, assemble: bool) -> Attempt:
+        """Get a committed attempt: retries, fallbacks and hedging happen here, invisibly."""
+        failed: set[str] = set()
+        retries_left = self.resilience.retries
+        tasks: dict[asyncio.Task[Attempt], Attempt] = {}
+        deadline_s = self.first_token_deadline(ctx.model, ctx.priority) if ctx.stream else None
+        hedged = False
+        last_error: SwitchyardError | None = None
+        self.hedge_budget.earn()
+
+        def launch(lease: Lease, hedge: bool = False) -> None:
+            assembler = StreamAssembler(ctx.endpoint, assemble=assemble) if ctx.stream else None
+            attempt = Attempt(lease, assembler, hedge=hedge)
+            tasks[asyncio.create_task(self._open(ctx, attempt, body))] = attempt
+
+        first = await self._lease(ctx, failed)
+        assert first is not None
+        launch(first)
+        started = time.perf_counter()
+        try:
+            while tasks:
+                timeout = None
+                if deadline_s is not None and not hedged:
+                    timeout = max(0.0, started + deadline_s - time.perf_counter())
+                done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    hedged = True
+                    self._maybe_hedge(ctx, tasks, launch)
+                    continue
+                for task in done:
+                    attempt = tasks.pop(task)
+                    error = _task_error(task)
+                    if error is None:
+                        await self._settle_losers(ctx, tasks, attempt)
+                        return attempt
+                    last_error = error
+                    self._record_failure(attempt, error)
+                    self.registry.release(attempt.lease)
+                    await attempt.aclose()
+                    if not error.retryable:
+                        if tasks:
+                            continue  # a hedge is still running: let it answer
+                        raise error
+                    failed.add(attempt.backend)
+                    if tasks:
+                        continue
+                    if retries_left <= 0:
+                        raise error
+                    reason = "timeout" if isinstance(error, UpstreamTimeout) else _reason(error)
+                    metrics.RETRIES.labels(attempt.backend, reason).inc()
+                    retry_no = self.resilience.retries - retries_left
+                    retries_left -= 1
+                    await asyncio.sleep(self._backoff(retry_no))  # jittered backoff between attempts
+                    try:
+                        lease = await self._lease(ctx, failed)
+                    except NoBackendAvailable:
+                        raise error from None
+                    assert lease is not None
+                    launch(lease)
+            raise last_error or UpstreamError("no attempt could be made")
+        except BaseException:
+            for task, attempt in tasks.items():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                self.registry.release(attempt.lease)
+                attempt.lease.backend.circuit.release_probe()
+                await attempt.aclose()
+            raise
+
+    def _maybe_hedge(self, ctx: RequestContext, tasks: dict[asyncio.Task[Attempt], Attempt], launch: Any) -> None:
+        running = {a.backend for a in tasks.values()}
+        if not self.hedge_budget.spend():
+            metrics.HEDGES.labels(ctx.model, "over_budget").inc()
+            return
+        lease = self.registry.try_acquire(ctx.model, running)
+        if lease is None:
+            self.hedge_budget.earn()  # not spent after all
+            metrics.HEDGES.labels(ctx.model, "no_backend").inc()
+            return
+        metrics.HEDGES.labels(ctx.model, "sent").inc()
+        launch(lease, True)
+
+    async def _settle_losers(
+        self, ctx: RequestContext, tasks: dict[asyncio.Task[Attempt], Attempt], winner: Attempt
+    ) -> None:
+        if winner.hedge:
+            metrics.HEDGES.labels(ctx.model, "won").inc()
+        for task, loser in list(tasks.items()):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            if loser.assembler is not None:
+                metrics.WASTED_TOKENS.labels(ctx.model).inc(loser.assembler.content_chunks)
+            self.registry.release(loser.lease)
+            loser.lease.backend.circuit.release_probe()
+            await loser.aclose()
+        tasks.clear()
+        winner.lease.backend.record_success()
+        self.observe_ttft(winner)
+
+    def _record_failure(self, attempt: Attempt, error: SwitchyardError) -> None:
+        outcome = _reason(error)
+        metrics.UPSTREAM_REQUESTS.labels(attempt.backend, outcome).inc()
+        if isinstance(error, UpstreamStatus) and not error.retryable:
+            attempt.lease.backend.record_success()  # the backend is fine; the request was not
+        elif isinstance(error, UpstreamStatus) and error.upstream_status == 429:
+            attempt.lease.backend.circuit.release_probe()
+        else:
+            attempt.lease.backend.record_failure()
+
+    # -- after the commit -------------------------------------------------------------------
+
+    async def rest(self, attempt: Attempt) -> AsyncIterator[tuple[bytes, JSON]]:
+        """The committed stream's remaining chunks; a stall or a broken stream raises UpstreamError."""
+        if attempt.finished or attempt.events is None:
+            return
+        events = attempt.events
+        stall = self.settings.stall_timeout
+        while True:
+            try:
+                async with asyncio.timeout(stall):
+                    raw = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UpstreamTimeout(f"backend '{attempt.backend}' stalled for more than {stall:g}s") from None
+            yield raw, parse_chunk(raw, attempt.backend)
+
+
+def parse_chunk(raw: bytes, backend: str) -> JSON:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"backend '{backend}' sent a malformed stream event") from None
+    if not isinstance(parsed, dict):
+        raise UpstreamError(f"backend '{backend}' sent a malformed stream event")
+    error = parsed.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise UpstreamError(f"backend '{backend}' reported an error mid-stream: {message}")
+    return parsed
+
+
+def _task_error(task: asyncio.Task[Attempt]) -> SwitchyardError | None:
+    exc = task.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, SwitchyardError):
+        return exc
+    log.exception("unexpected failure talking to a backend", exc_info=exc)
+    return UpstreamError(f"backend failed: {type(exc).__name__}")
+
+
+def _reason(error: SwitchyardError) -> str:
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamStatus):
+        return "http_429" if error.upstream_status == 429 else f"http_{error.upstream_status // 100}xx"
+    return "error"

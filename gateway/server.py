@@ -1,0 +1,116 @@
+"""Running the gateway under uvicorn, with a graceful drain on SIGTERM and optional worker processes.
+
+On the first SIGTERM or SIGINT: readiness turns false, new API requests get 503 + Retry-After,
+in-flight requests (streams included) run to completion for up to `server.drain_seconds`, then
+the process exits. A second signal exits at once.
+
+With `server.workers > 1` the parent binds the port once and starts that many worker processes
+sharing the socket; Prometheus runs in multiprocess mode so `/metrics` on any worker reports all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+from types import FrameType
+
+import uvicorn
+
+from gateway.middleware.drain import DrainState
+from gateway.settings import Settings
+
+__all__ = ["GatewayServer", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class GatewayServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, drain: DrainState, drain_seconds: float):
+        super().__init__(config)
+        self.drain = drain
+        self.drain_seconds = drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain.draining or self._loop is None:
+            super().handle_exit(sig, frame)  # second signal: stop now
+            return
+        self.drain.draining = True
+        log.info(
+            "signal %s: draining %d in-flight request(s), up to %.0fs", sig, self.drain.in_flight, self.drain_seconds
+        )
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.ensure_future(self._finish_drain())
+
+    async def _finish_drain(self) -> None:
+        finished = await self.drain.wait_idle(self.drain_seconds)
+        if not finished:
+            log.warning("drain deadline passed with %d request(s) still running", self.drain.in_flight)
+        self.should_exit = True
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is too much
+
+
+def _serve_one(settings: Settings, sock: socket.socket | None) -> None:
+    from gateway.app import create_app
+
+    _configure_logging(settings.server.log_level)
+    drain = DrainState()
+    app = create_app(settings, drain=drain)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=30,
+    )
+    server = GatewayServer(config, drain, settings.server.drain_seconds)
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def run(settings: Settings) -> int:
+    """Serve until signalled. Returns the process exit status."""
+    workers = settings.server.workers
+    if workers == 1:
+        _serve_one(settings, None)
+        return 0
+    if any(b.type == "local" for b in settings.backends):
+        raise SystemExit("server.workers > 1 cannot be combined with a local backend (one engine per host)")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="switchyard-metrics-"))
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.server.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.server.host, settings.server.port))
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve_one, args=(settings, sock), name=f"gateway-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+    return max((p.exitcode or 0) for p in procs)

@@ -1,0 +1,158 @@
+"""Everything a running gateway holds, built once at start-up from `Settings` and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import metrics
+from gateway.auth import KeyStore
+from gateway.backends.backend import Backend
+from gateway.backends.circuit import CircuitBreaker
+from gateway.backends.health import HealthChecker
+from gateway.backends.registry import BackendRegistry
+from gateway.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.middleware.drain import DrainState
+from gateway.openai.chat.serving import ChatServing
+from gateway.openai.completions.serving import CompletionServing
+from gateway.openai.embeddings.serving import EmbeddingServing
+from gateway.pipeline import Pipeline, Stage
+from gateway.relay import Relay
+from gateway.settings import BackendSettings, Settings
+from gateway.stages.admission import Admit
+from gateway.stages.auth import Authenticate
+from gateway.upstreams.base import UpstreamTransport
+from gateway.upstreams.openai_http import OpenAIHTTPTransport
+
+__all__ = ["Services", "build_services"]
+
+log = logging.getLogger(__name__)
+
+Readiness = Callable[[], dict[str, Any]]
+
+
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    keys: KeyStore
+    registry: BackendRegistry
+    relay: Relay
+    pipeline: Pipeline
+    chat: ChatServing
+    completions: CompletionServing
+    embeddings: EmbeddingServing
+    health: HealthChecker
+    drain: DrainState
+    redis: Any = None
+    # name → () → {"ready": bool, ...}: components that gate readiness (local engines, cache, ...)
+    components: dict[str, Readiness] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        backends = {
+            b.name: {
+                "healthy": b.healthy,
+                "circuit": b.circuit.state.name.lower(),
+                "outstanding": b.outstanding,
+                "models": sorted(b.models),
+            }
+            for b in self.registry.backends
+        }
+        components = {name: probe() for name, probe in self.components.items()}
+        ready = (
+            not self.drain.draining
+            and self.registry.all_known
+            and bool(self.registry.models())
+            and all(c.get("ready", True) for c in components.values())
+        )
+        return ready, {"draining": self.drain.draining, "backends": backends, **components}
+
+    async def aclose(self) -> None:
+        await self.health.aclose()
+        await self.pipeline.drain_background()
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("error while shutting down")
+
+
+def _transport(settings: BackendSettings) -> UpstreamTransport:
+    if settings.type == "openai":
+        assert settings.base_url is not None
+        return OpenAIHTTPTransport(
+            settings.name,
+            settings.base_url,
+            api_key=settings.api_key(),
+            max_connections=settings.max_concurrency,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
+    raise NotImplementedError(f"backend type {settings.type!r}")  # pragma: no cover - validated earlier
+
+
+def _redis_client(settings: Settings) -> Any:
+    if not settings.redis.url:
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout,
+        socket_connect_timeout=settings.redis.socket_timeout,
+        health_check_interval=5,
+    )
+
+
+async def build_services(settings: Settings, drain: DrainState | None = None) -> Services:
+    redis = _redis_client(settings)
+    res = settings.resilience
+    backends = []
+    for b in settings.backends:
+        backend = Backend(b, _transport(b), CircuitBreaker(res.circuit_failures, res.circuit_cooldown))
+        backend.models = set(b.public_models())
+        backends.append(backend)
+        metrics.BACKEND_UP.labels(b.name).set(1)
+    registry = BackendRegistry(
+        backends,
+        fallbacks=res.fallbacks,
+        policy="ttft" if settings.relay.balancer == "ttft" else "least_outstanding",
+        wait_budget=res.wait_for_backend,
+        max_waiters=settings.relay.max_queue,
+    )
+    relay = Relay(registry, settings.relay, res)
+    keys = KeyStore(settings.auth, settings.limits, redis, settings.redis.key_prefix)
+    limiter: RateLimiter = (
+        RedisRateLimiter(redis, settings.redis.key_prefix) if redis is not None else MemoryRateLimiter()
+    )
+    stages: list[Stage] = [Authenticate(keys), Admit(registry, limiter, relay, settings.limits)]
+    pipeline = Pipeline(stages, relay)
+    health = HealthChecker(backends, res.health_interval)
+    services = Services(
+        settings=settings,
+        keys=keys,
+        registry=registry,
+        relay=relay,
+        pipeline=pipeline,
+        chat=ChatServing(pipeline),
+        completions=CompletionServing(pipeline),
+        embeddings=EmbeddingServing(pipeline),
+        health=health,
+        drain=drain or DrainState(),
+        redis=redis,
+    )
+    services.closers.extend(b.transport.aclose for b in backends)
+    if redis is not None:
+        services.closers.append(redis.aclose)
+    # Learn every backend's models and health before declaring readiness, without blocking forever.
+    try:
+        await asyncio.wait_for(health.check_all(), timeout=res.health_interval)
+    except TimeoutError:
+        log.warning("initial health checks did not finish within %.0fs", res.health_interval)
+    health.start()
+    return services

@@ -1,0 +1,248 @@
+"""Gateway configuration: one YAML file plus `SWITCHYARD_…` environment overrides, validated at start-up.
+
+Environment overrides use `__` between levels, e.g. `SWITCHYARD_SERVER__PORT=9000` or
+`SWITCHYARD_REDIS__URL=redis://cache:6379/0`; values are parsed as YAML scalars/lists.
+Each package owns its own settings model (`cache`, `router`, `engine`); this module composes them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "AuthSettings",
+    "BackendSettings",
+    "ConfigError",
+    "KeySettings",
+    "LimitSettings",
+    "RedisSettings",
+    "RelaySettings",
+    "ResilienceSettings",
+    "ServerSettings",
+    "Settings",
+    "load_settings",
+]
+
+ENV_PREFIX = "SWITCHYARD_"
+Priority = Literal["interactive", "batch"]
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="gateway processes sharing the port (remote backends only)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    drain_seconds: float = Field(30.0, ge=0, description="how long in-flight streams may run after SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class KeySettings(_Section):
+    """One API key, stored as the SHA-256 hex digest of the key, never the key itself."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    priority: Priority = "interactive"
+    rpm: int | None = Field(None, ge=1, description="requests per minute; default: limits.rpm")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute; default: limits.tpm")
+    models: list[str] | None = Field(None, description="models this key may use; default: all")
+
+
+class AuthSettings(_Section):
+    mode: Literal["keys", "none"] = Field(
+        "keys", description="`none` turns authentication off (development only, chosen explicitly)"
+    )
+    keys: list[KeySettings] = []
+    redis_keys: bool = Field(False, description="also look keys up in Redis (`switchyard:key:<sha256>`)")
+
+
+class LimitSettings(_Section):
+    rpm: int | None = Field(None, ge=1, description="default requests per minute per tenant (none: unlimited)")
+    tpm: int | None = Field(None, ge=1, description="default tokens per minute per tenant (none: unlimited)")
+    default_output_tokens: int = Field(
+        256, ge=1, description="tokens reserved for a request without max_tokens, settled after it completes"
+    )
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(None, description="redis://host:port/db; none keeps everything in memory")
+    socket_timeout: float = Field(0.25, gt=0)
+    key_prefix: str = "switchyard:"
+
+
+class BackendSettings(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Literal["openai", "local"] = "openai"
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL ending in /v1 (type openai)")
+    api_key_env: str | None = Field(None, description="environment variable holding the upstream key")
+    models: list[str] = Field(default_factory=list, description="model names served; empty: discover")
+    aliases: dict[str, str] = Field(default_factory=dict, description="public name → upstream model name")
+    weight: float = Field(1.0, gt=0)
+    max_concurrency: int = Field(256, ge=1)
+    connect_timeout: float = Field(2.0, gt=0)
+    read_timeout: float = Field(120.0, gt=0)
+    health_path: str = "/models"
+    engine: dict[str, Any] = Field(default_factory=dict, description="local engine settings (type local)")
+
+    @model_validator(mode="after")
+    def _check_type(self) -> BackendSettings:
+        if self.type == "openai" and not self.base_url:
+            raise ValueError("base_url is required for an openai backend")
+        if self.type == "local" and not self.models:
+            raise ValueError("models must name the model a local backend serves")
+        return self
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if value is None:
+            raise ConfigError(f"backends.{self.name}.api_key_env: environment variable {self.api_key_env} is not set")
+        return value
+
+    def public_models(self) -> list[str]:
+        return [*self.models, *self.aliases]
+
+    def upstream_model(self, public: str) -> str:
+        return self.aliases.get(public, public)
+
+
+class ResilienceSettings(_Section):
+    retries: int = Field(2, ge=0, le=10, description="extra attempts on connect errors, 429 and 5xx")
+    backoff_base: float = Field(0.05, ge=0)
+    backoff_max: float = Field(1.0, ge=0)
+    circuit_failures: int = Field(5, ge=1, description="consecutive failures that open a backend's circuit")
+    circuit_cooldown: float = Field(10.0, gt=0, description="seconds before a half-open probe")
+    wait_for_backend: float = Field(
+        2.0, ge=0, description="seconds to wait for a cooling backend instead of failing at once"
+    )
+    health_interval: float = Field(10.0, gt=0)
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict, description="model → models to try next")
+
+
+class RelaySettings(_Section):
+    balancer: Literal["least_outstanding", "ttft"] = "ttft"
+    first_token_deadline: float | None = Field(
+        None, gt=0, description="seconds; none derives it from the recent p95 TTFT"
+    )
+    deadline_p95_factor: float = Field(1.5, ge=1.0)
+    deadline_min: float = Field(0.25, gt=0)
+    hedge: bool = True
+    hedge_budget: float = Field(0.1, ge=0, le=1, description="extra upstream requests as a fraction")
+    stall_timeout: float = Field(30.0, gt=0, description="longest gap between chunks before a stream is cut")
+    keepalive_interval: float | None = Field(
+        None, gt=0, description="send SSE comments while waiting for a slow first token"
+    )
+    ttft_budget: dict[Priority, float] = Field(
+        default_factory=lambda: {"interactive": 2.0, "batch": 30.0},  # type: ignore[arg-type]
+        description="predicted TTFT above which a priority class is shed",
+    )
+    batch_shed_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="shed batch traffic once predicted TTFT passes this share of the interactive budget",
+    )
+    max_queue: int = Field(1024, ge=1, description="requests waiting for a backend slot before 503")
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    redis: RedisSettings = RedisSettings()
+    backends: list[BackendSettings] = []
+    resilience: ResilienceSettings = ResilienceSettings()
+    relay: RelaySettings = RelaySettings()
+    cache: dict[str, Any] = Field(default_factory=dict)
+    router: dict[str, Any] = Field(default_factory=dict)
+    embedder: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        names = [b.name for b in self.backends]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"backend names must be unique: {sorted(dupes)}")
+        if self.auth.mode == "keys" and not self.auth.keys and not self.auth.redis_keys:
+            raise ValueError(
+                "auth: no keys configured; add auth.keys, enable auth.redis_keys, "
+                "or set auth.mode: none for development"
+            )
+        if self.auth.redis_keys and not self.redis.url:
+            raise ValueError("auth.redis_keys needs redis.url")
+        return self
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in (ENV_PREFIX + "CONFIG",):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{key}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Read YAML, apply environment then explicit overrides, validate. Raises ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    data = _merge(data, overrides or {})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,156 @@
+"""Remote OpenAI-compatible servers (vLLM, TGI, Ollama, OpenAI, `switchyard sim`) over pooled httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import httpx
+import orjson
+
+from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from gateway.upstreams.base import UpstreamCall
+from gateway.upstreams.sse import SSEDecoder
+
+__all__ = ["OpenAIHTTPTransport", "map_httpx_errors"]
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@contextmanager
+def map_httpx_errors(backend: str) -> Iterator[None]:
+    """Translate httpx's exceptions into the gateway's tree, naming the backend but nothing secret."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
+        raise UpstreamTimeout(f"timed out {phase} backend '{backend}'") from None
+    except httpx.ConnectError:
+        raise UpstreamError(f"could not connect to backend '{backend}'") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"backend '{backend}' failed: {type(exc).__name__}") from None
+
+
+class _HTTPResponse:
+    __slots__ = ("_backend", "_response")
+
+    def __init__(self, backend: str, response: httpx.Response):
+        self._backend = backend
+        self._response = response
+
+    async def read(self) -> bytes:
+        with map_httpx_errors(self._backend):
+            return await self._response.aread()
+
+    async def events(self) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        with map_httpx_errors(self._backend):
+            async for raw in self._response.aiter_raw():
+                for data in decoder.feed(raw):
+                    if data == b"[DONE]":
+                        return
+                    yield data
+        for data in decoder.flush():
+            if data != b"[DONE]":
+                yield data
+        # The stream ended without [DONE]: the upstream dropped it part-way.
+        raise UpstreamError(f"backend '{self._backend}' closed the stream before it finished")
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class OpenAIHTTPTransport:
+    """One pooled, keep-alive `httpx.AsyncClient` per backend."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        max_connections: int = 256,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 120.0,
+    ):
+        self.name = name
+        self._api_key = api_key
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            trust_env=False,
+        )
+
+    async def send(self, call: UpstreamCall) -> _HTTPResponse:
+        request = self._client.build_request(
+            "POST",
+            call.endpoint,
+            content=orjson.dumps(call.body),
+            headers={"x-request-id": call.request_id},
+        )
+        with map_httpx_errors(self.name):
+            response = await self._client.send(request, stream=True)
+            if response.status_code >= 400:
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+                raise self._status_error(response.status_code, body[:_MAX_ERROR_BODY], response.headers)
+        return _HTTPResponse(self.name, response)
+
+    async def list_models(self) -> list[str]:
+        with map_httpx_errors(self.name):
+            response = await self._client.get("models")
+        if response.status_code != 200:
+            raise self._status_error(response.status_code, response.content[:_MAX_ERROR_BODY], response.headers)
+        try:
+            return [str(m["id"]) for m in orjson.loads(response.content)["data"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise UpstreamError(f"backend '{self.name}' answered /models with an unexpected body") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _status_error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamStatus:
+        retry_after = _retry_after(headers.get("retry-after"))
+        if status in (401, 403, 407):
+            # Never relay what the upstream said about *our* credentials.
+            return UpstreamStatus(status, f"backend '{self.name}' rejected the gateway's credentials")
+        message = _error_message(body) or f"backend '{self.name}' answered HTTP {status}"
+        if self._api_key:
+            message = message.replace(self._api_key, "***")
+        return UpstreamStatus(status, message, retry_after=retry_after)
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(parsed, dict):
+        err = parsed.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:2000]
+        if isinstance(err, str):
+            return err[:2000]
+        if isinstance(parsed.get("message"), str):
+            return str(parsed["message"])[:2000]
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
