@@ -10,6 +10,7 @@ import orjson
 
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from gateway.upstreams.base import UpstreamCall
+from gateway.upstreams.http1 import Exchange, HTTP1Pool, PooledHTTP1Transport
 from gateway.upstreams.sse import SSEDecoder
 
 __all__ = ["OpenAIHTTPTransport", "map_httpx_errors"]
@@ -31,7 +32,44 @@ def map_httpx_errors(backend: str) -> Iterator[None]:
         raise UpstreamError(f"backend '{backend}' failed: {type(exc).__name__}") from None
 
 
-class _HTTPResponse:
+async def _sse_events(backend: str, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    decoder = SSEDecoder()
+    with map_httpx_errors(backend):
+        async for raw in pieces:
+            for data in decoder.feed(raw):
+                if data == b"[DONE]":
+                    return
+                yield data
+    for data in decoder.flush():
+        if data != b"[DONE]":
+            yield data
+    # The stream ended without [DONE]: the upstream dropped it part-way.
+    raise UpstreamError(f"backend '{backend}' closed the stream before it finished")
+
+
+class _PoolResponse:
+    """A response read straight off the HTTP/1.1 pool (plain-HTTP upstreams: the hot path)."""
+
+    __slots__ = ("_backend", "_exchange")
+
+    def __init__(self, backend: str, exchange: Exchange):
+        self._backend = backend
+        self._exchange = exchange
+
+    async def read(self) -> bytes:
+        with map_httpx_errors(self._backend):
+            return await self._exchange.read()
+
+    def events(self) -> AsyncIterator[bytes]:
+        return _sse_events(self._backend, self._exchange.__aiter__())
+
+    async def aclose(self) -> None:
+        await self._exchange.aclose()
+
+
+class _HTTPXResponse:
+    """A response through httpx's own transport (TLS upstreams)."""
+
     __slots__ = ("_backend", "_response")
 
     def __init__(self, backend: str, response: httpx.Response):
@@ -42,26 +80,17 @@ class _HTTPResponse:
         with map_httpx_errors(self._backend):
             return await self._response.aread()
 
-    async def events(self) -> AsyncIterator[bytes]:
-        decoder = SSEDecoder()
-        with map_httpx_errors(self._backend):
-            async for raw in self._response.aiter_raw():
-                for data in decoder.feed(raw):
-                    if data == b"[DONE]":
-                        return
-                    yield data
-        for data in decoder.flush():
-            if data != b"[DONE]":
-                yield data
-        # The stream ended without [DONE]: the upstream dropped it part-way.
-        raise UpstreamError(f"backend '{self._backend}' closed the stream before it finished")
+    def events(self) -> AsyncIterator[bytes]:
+        return _sse_events(self._backend, self._response.aiter_raw())
 
     async def aclose(self) -> None:
         await self._response.aclose()
 
 
 class OpenAIHTTPTransport:
-    """One pooled, keep-alive `httpx.AsyncClient` per backend."""
+    """One pooled, keep-alive `httpx.AsyncClient` per backend. For plain-HTTP upstreams the client
+    runs on our HTTP/1.1 pool, and relayed calls use that pool directly, skipping the client's
+    per-request URL, cookie and redirect handling."""
 
     def __init__(
         self,
@@ -75,43 +104,83 @@ class OpenAIHTTPTransport:
     ):
         self.name = name
         self._api_key = api_key
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
+        url = httpx.URL(base_url)
+        self._pool: HTTP1Pool | None = None
+        transport: httpx.AsyncBaseTransport
+        if url.scheme == "http":
+            self._pool = HTTP1Pool(url.host, url.port or 80, max_connections)
+            transport = PooledHTTP1Transport(self._pool)
+        else:
+            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+            transport = httpx.AsyncHTTPTransport(limits=limits)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
+            transport=transport,
             trust_env=False,
         )
+        host = url.host if url.port is None else f"{url.host}:{url.port}"
+        self._path_prefix = url.raw_path.rstrip(b"/") + b"/"
+        self._head = b"".join([f"host: {host}\r\n".encode(), *(f"{k}: {v}\r\n".encode() for k, v in headers.items())])
 
-    async def send(self, call: UpstreamCall) -> _HTTPResponse:
-        request = self._client.build_request(
-            "POST",
-            call.endpoint,
-            content=orjson.dumps(call.body),
-            headers={"x-request-id": call.request_id},
-        )
+    async def send(self, call: UpstreamCall) -> _PoolResponse | _HTTPXResponse:
+        body = orjson.dumps(call.body)
         with map_httpx_errors(self.name):
+            if self._pool is not None:
+                payload = b"".join(
+                    (
+                        b"POST ",
+                        self._path_prefix,
+                        call.endpoint.encode(),
+                        b" HTTP/1.1\r\n",
+                        self._head,
+                        b"x-request-id: ",
+                        call.request_id.encode(),
+                        b"\r\ncontent-length: ",
+                        str(len(body)).encode(),
+                        b"\r\n\r\n",
+                        body,
+                    )
+                )
+                exchange = await self._pool.request(
+                    payload, connect_timeout=self._connect_timeout, read_timeout=self._read_timeout
+                )
+                if exchange.status >= 400:
+                    try:
+                        error_body = await exchange.read()
+                    finally:
+                        await exchange.aclose()
+                    raise self._status_error(
+                        exchange.status, error_body[:_MAX_ERROR_BODY], exchange.header(b"retry-after")
+                    )
+                return _PoolResponse(self.name, exchange)
+            request = self._client.build_request(
+                "POST", call.endpoint, content=body, headers={"x-request-id": call.request_id}
+            )
             response = await self._client.send(request, stream=True)
             if response.status_code >= 400:
                 try:
-                    body = await response.aread()
+                    error_body = await response.aread()
                 finally:
                     await response.aclose()
-                raise self._status_error(response.status_code, body[:_MAX_ERROR_BODY], response.headers)
-        return _HTTPResponse(self.name, response)
+                raise self._status_error(
+                    response.status_code, error_body[:_MAX_ERROR_BODY], response.headers.get("retry-after")
+                )
+        return _HTTPXResponse(self.name, response)
 
     async def list_models(self) -> list[str]:
         with map_httpx_errors(self.name):
             response = await self._client.get("models")
         if response.status_code != 200:
-            raise self._status_error(response.status_code, response.content[:_MAX_ERROR_BODY], response.headers)
+            raise self._status_error(
+                response.status_code, response.content[:_MAX_ERROR_BODY], response.headers.get("retry-after")
+            )
         try:
             return [str(m["id"]) for m in orjson.loads(response.content)["data"]]
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -120,8 +189,10 @@ class OpenAIHTTPTransport:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _status_error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamStatus:
-        retry_after = _retry_after(headers.get("retry-after"))
+    def _status_error(self, status: int, body: bytes, retry_after_header: str | bytes | None) -> UpstreamStatus:
+        if isinstance(retry_after_header, bytes):
+            retry_after_header = retry_after_header.decode("latin-1")
+        retry_after = _retry_after(retry_after_header)
         if status in (401, 403, 407):
             # Never relay what the upstream said about *our* credentials.
             return UpstreamStatus(status, f"backend '{self.name}' rejected the gateway's credentials")
