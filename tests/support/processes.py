@@ -42,8 +42,14 @@ def wait_until_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: fl
 class ServerProcess:
     """A child process serving HTTP on 127.0.0.1:`port`; stopped with SIGTERM, then SIGKILL."""
 
-    def __init__(self, args: Sequence[str], port: int, ready_path: str = "/healthz",
-                 env: dict[str, str] | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        args: Sequence[str],
+        port: int,
+        ready_path: str = "/healthz",
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ):
         self.args = list(args)
         self.port = port
         self.ready_path = ready_path
@@ -56,8 +62,13 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        if self.log_path:
+            with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
+                self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        else:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO
+            )
         wait_until_ready(self.url + self.ready_path, self.proc, timeout)
         return self
 
@@ -104,7 +115,8 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (.ci/run installs it)")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -20,13 +20,17 @@ def _card(model: str, owners: list[str]) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    registry = services(request).registry
+    svc = services(request)
+    await svc.keys.authenticate(request.headers.get("authorization"))
+    registry = svc.registry
     return {"object": "list", "data": [_card(m, [b.name for b in registry.candidates(m)]) for m in registry.models()]}
 
 
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
-    registry = services(request).registry
+    svc = services(request)
+    await svc.keys.authenticate(request.headers.get("authorization"))
+    registry = svc.registry
     if model not in registry.models():
         raise UnknownModel(model, registry.models())
     return _card(model, [b.name for b in registry.candidates(model)])

@@ -1,0 +1,86 @@
+"""Real processes for integration tests: `switchyard sim` backends and gateways with a config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.processes import ServerProcess, free_port, switchyard_command
+
+
+def start_sim(*args: str, log_dir: Path | None = None, name: str = "sim") -> ServerProcess:
+    port = free_port()
+    cmd = [sys.executable, "-m", "gateway.sim", "--port", str(port), *args]
+    log = log_dir / f"{name}-{port}.log" if log_dir else None
+    return ServerProcess(cmd, port, log_path=log).start()
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_gateway(
+    config: dict[str, Any],
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    name: str = "gateway",
+    extra_args: tuple[str, ...] = (),
+    ready_path: str = "/readyz",
+    timeout: float = 60.0,
+) -> ServerProcess:
+    port = free_port()
+    config = {**config, "server": {**config.get("server", {}), "port": port}}
+    cfg = write_config(tmp_path / f"{name}-{port}.yaml", config)
+    proc = ServerProcess(
+        switchyard_command("serve", "--config", str(cfg), *extra_args),
+        port,
+        ready_path=ready_path,
+        env=env,
+        log_path=tmp_path / f"{name}-{port}.log",
+    )
+    return proc.start(timeout)
+
+
+def sim_backend(name: str, sim: ServerProcess, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "openai", "base_url": sim.url + "/v1", **extra}
+
+
+class SimControl:
+    """The sim's admin endpoints."""
+
+    def __init__(self, sim: ServerProcess):
+        self.url = sim.url
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/sim/stats").json()  # type: ignore[no-any-return]
+
+    def configure(self, **patch: Any) -> None:
+        httpx.post(self.url + "/sim/config", json=patch).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/sim/reset").raise_for_status()
+
+    def requests_to(self, path: str = "/v1/chat/completions") -> int:
+        return int(self.stats()["requests"].get(path, 0))
+
+    def last_request(self) -> dict[str, Any]:
+        recent = self.stats()["recent"]
+        return recent[-1]  # type: ignore[no-any-return]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
