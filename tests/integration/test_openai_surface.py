@@ -19,9 +19,11 @@ CLIENT_KEY = "sk-client-alpha"
 LIMITED_KEY = "sk-client-limited"
 UPSTREAM_SECRET = "sk-upstream-very-secret-value"
 
+Stack = tuple[ServerProcess, SimControl]
+
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, SimControl]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("surface")
     sim = start_sim("--models", "sim-model,embed-model", "--output-tokens", "12", "--itl-ms", "1", log_dir=tmp)
     config = {
@@ -51,7 +53,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
 
 
 @pytest.fixture
-def client(stack: tuple[ServerProcess, SimControl]) -> Iterator[openai.OpenAI]:
+def client(stack: Stack) -> Iterator[openai.OpenAI]:
     gateway, _ = stack
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY, max_retries=0) as sdk:
         yield sdk
@@ -72,9 +74,7 @@ def test_plain_chat_completion(client: openai.OpenAI) -> None:
     assert raw.headers["x-request-id"]
 
 
-def test_request_id_is_taken_from_the_client_and_forwarded(
-    client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]
-) -> None:
+def test_request_id_is_taken_from_the_client_and_forwarded(client: openai.OpenAI, stack: Stack) -> None:
     _, sim = stack
     raw = client.chat.completions.with_raw_response.create(
         model="sim-model", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-request-id": "trace-42"}
@@ -83,7 +83,7 @@ def test_request_id_is_taken_from_the_client_and_forwarded(
     assert sim.last_request()["headers"]["x-request-id"] == "trace-42"
 
 
-def test_streaming_chat_completion(client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]) -> None:
+def test_streaming_chat_completion(client: openai.OpenAI, stack: Stack) -> None:
     _, sim = stack
     chunks = list(
         client.chat.completions.create(
@@ -111,9 +111,7 @@ def test_streaming_with_include_usage(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
 
 
-def test_alias_is_rewritten_to_the_upstream_model(
-    client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]
-) -> None:
+def test_alias_is_rewritten_to_the_upstream_model(client: openai.OpenAI, stack: Stack) -> None:
     _, sim = stack
     client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
     assert sim.last_request()["body"]["model"] == "sim-model"
@@ -164,7 +162,7 @@ def test_tool_call_deltas_pass_through_intact(client: openai.OpenAI) -> None:
     assert finish == "tool_calls"
 
 
-def test_unknown_fields_pass_through_untouched(client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]) -> None:
+def test_unknown_fields_pass_through_untouched(client: openai.OpenAI, stack: Stack) -> None:
     _, sim = stack
     vendor = {"nested": [1, 2.5, {"x": None}], "flag": True}
     client.chat.completions.create(
@@ -173,7 +171,7 @@ def test_unknown_fields_pass_through_untouched(client: openai.OpenAI, stack: tup
     assert sim.last_request()["body"]["vendor_extension"] == vendor
 
 
-def test_keys_are_never_crossed(client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]) -> None:
+def test_keys_are_never_crossed(client: openai.OpenAI, stack: Stack) -> None:
     _, sim = stack
     client.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "hi"}])
     seen = sim.last_request()["headers"]
@@ -181,7 +179,7 @@ def test_keys_are_never_crossed(client: openai.OpenAI, stack: tuple[ServerProces
     assert CLIENT_KEY not in str(seen)  # the client's key never does
 
 
-def test_upstream_key_never_reaches_a_client(stack: tuple[ServerProcess, SimControl]) -> None:
+def test_upstream_key_never_reaches_a_client(stack: Stack) -> None:
     gateway, sim = stack
     sim.configure(faults={"error": 1.0}, error_status=401)
     try:
@@ -202,7 +200,7 @@ def _floats(b64: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-def test_embeddings_in_both_encodings(client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]) -> None:
+def test_embeddings_in_both_encodings(client: openai.OpenAI, stack: Stack) -> None:
     gateway, _ = stack
     as_float = client.embeddings.create(model="embed-model", input=["alpha", "beta"], encoding_format="float")
     default = client.embeddings.create(model="embed-model", input=["alpha", "beta"])  # the SDK asks for base64
@@ -238,7 +236,7 @@ def test_400_names_the_bad_parameter(client: openai.OpenAI) -> None:
     assert err.value.body["type"] == "invalid_request_error"  # type: ignore[index]
 
 
-def test_400_invalid_json(stack: tuple[ServerProcess, SimControl]) -> None:
+def test_400_invalid_json(stack: Stack) -> None:
     gateway, _ = stack
     resp = httpx.post(
         gateway.url + "/v1/chat/completions",
@@ -255,7 +253,7 @@ def test_400_missing_messages(client: openai.OpenAI) -> None:
     assert err.value.param == "messages"
 
 
-def test_401_without_or_with_a_wrong_key(stack: tuple[ServerProcess, SimControl]) -> None:
+def test_401_without_or_with_a_wrong_key(stack: Stack) -> None:
     gateway, _ = stack
     with (
         openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-wrong", max_retries=0) as wrong,
@@ -266,7 +264,7 @@ def test_401_without_or_with_a_wrong_key(stack: tuple[ServerProcess, SimControl]
     assert resp.status_code == 401
 
 
-def test_403_for_a_model_the_key_may_not_use(stack: tuple[ServerProcess, SimControl]) -> None:
+def test_403_for_a_model_the_key_may_not_use(stack: Stack) -> None:
     gateway, _ = stack
     with (
         openai.OpenAI(base_url=gateway.url + "/v1", api_key=LIMITED_KEY, max_retries=0) as limited,
@@ -287,7 +285,7 @@ def test_413_body_over_the_limit(client: openai.OpenAI) -> None:
     assert err.value.status_code == 413
 
 
-def test_502_upstream_error_and_no_stack_trace(client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]) -> None:
+def test_502_upstream_error_and_no_stack_trace(client: openai.OpenAI, stack: Stack) -> None:
     with pytest.raises(openai.InternalServerError) as err:
         client.chat.completions.create(
             model="sim-model",
@@ -307,14 +305,14 @@ def test_upstream_4xx_is_passed_on(client: openai.OpenAI) -> None:
         )
 
 
-def test_health_and_readiness(stack: tuple[ServerProcess, SimControl]) -> None:
+def test_health_and_readiness(stack: Stack) -> None:
     gateway, _ = stack
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gateway.url + "/readyz").json()
     assert ready["ready"] is True and ready["backends"]["sim-a"]["healthy"] is True
 
 
-def test_metrics_are_exported(client: openai.OpenAI, stack: tuple[ServerProcess, SimControl]) -> None:
+def test_metrics_are_exported(client: openai.OpenAI, stack: Stack) -> None:
     gateway, _ = stack
     client.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "x"}])
     text = httpx.get(gateway.url + "/metrics").text
@@ -330,7 +328,7 @@ def test_metrics_are_exported(client: openai.OpenAI, stack: tuple[ServerProcess,
     assert CLIENT_KEY not in text and "alpha" not in text  # no keys or tenants as labels
 
 
-def test_openapi_describes_the_request_bodies(stack: tuple[ServerProcess, SimControl]) -> None:
+def test_openapi_describes_the_request_bodies(stack: Stack) -> None:
     gateway, _ = stack
     spec = httpx.get(gateway.url + "/openapi.json").json()
     body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
