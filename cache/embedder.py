@@ -88,7 +88,10 @@ class SentenceEmbedder:
 
         started = time.perf_counter()
         self._model = SentenceTransformer(str(self._model_path), device=self._device)
-        dim = self._model.get_sentence_embedding_dimension()
+        # renamed in sentence-transformers 5; the old name warns
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension)
+        dim = get_dim()
         self._dim = int(dim) if dim else int(self._encode(["warm-up"]).shape[1])
         self._encode(["warm-up"])  # first call pays lazy initialisation
         log.info("embedder loaded from %s in %.1fs", self._model_path.name, time.perf_counter() - started)
@@ -119,7 +122,7 @@ class SentenceEmbedder:
         except (TimeoutError, RuntimeError, ValueError) as exc:
             log.debug("embedding skipped: %r", exc)
             return None
-        return result[0]
+        return np.asarray(result[0], dtype=np.float32)
 
     def close(self) -> None:
         self._closed = True
