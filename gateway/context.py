@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from gateway.completion import Completion
 
 __all__ = ["RequestContext", "Tenant"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +51,24 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)
     reserved_tokens: int = 0
     capture: bool = False  # a stage needs the whole response (cache store, router feedback)
+    # Run before the response's last byte, so a client's next request sees their effect (token
+    # accounting); keep them quick. `on_complete` runs afterwards, in the background.
+    settlers: list[OnComplete] = field(default_factory=list)
     on_complete: list[OnComplete] = field(default_factory=list)
     # One embedding per distinct text per request, shared by the cache and the tool router;
     # None when no embedder runs. Returns None (a miss) when embedding is slow or fails.
     embed: Callable[[str], Awaitable[np.ndarray | None]] | None = None
+
+    async def settle(self, completion: Completion) -> None:
+        """Run the settlers once (later calls do nothing); a failing settler is logged, not raised."""
+        hooks, self.settlers = self.settlers, []
+        for hook in hooks:
+            try:
+                result = hook(completion)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("settling request %s failed", self.request_id)
 
     def outgoing_body(self) -> JSON:
         """The body to send upstream, copied on first change so the client's body stays as sent."""

@@ -68,6 +68,7 @@ class Pipeline:
 
     async def finish(self, ctx: RequestContext, completion: Completion, status: int) -> None:
         """Called once per answered request: metrics now, stage callbacks in the background."""
+        await ctx.settle(completion)  # if the response ended early (error, cancellation)
         metrics.IN_FLIGHT.labels(ctx.endpoint).dec()
         elapsed = time.perf_counter() - ctx.arrived
         metrics.REQUESTS.labels(ctx.endpoint, ctx.model, completion.backend or "none", str(status)).inc()

@@ -174,8 +174,9 @@ class RelayResponse(ASGIResponse):
             metrics.UPSTREAM_REQUESTS.labels(attempt.backend, "broken_stream").inc()
             await self._end_with_error(send, exc)
             return
-        await send({"type": "http.response.body", "body": _DONE, "more_body": False})
         self._complete(attempt, assembler.response(ctx.model), last_token_at)
+        await ctx.settle(self.completion)
+        await send({"type": "http.response.body", "body": _DONE, "more_body": False})
 
     async def _send_event(self, send: Send, raw: bytes, parsed: JSON, strip_usage: bool) -> None:
         if strip_usage and parsed.get("usage"):
@@ -200,10 +201,11 @@ class RelayResponse(ASGIResponse):
             self.status = exc.status
             await send_error(send, self.ctx, exc)
             return
+        self._complete(attempt, response if isinstance(response, dict) else None, attempt.first_token_at)
+        await self.ctx.settle(self.completion)
         headers = [(b"content-type", b"application/json"), *_headers(self.ctx)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": attempt.body})
-        self._complete(attempt, response if isinstance(response, dict) else None, attempt.first_token_at)
 
     def _complete(self, attempt: Attempt, response: JSON | None, last_token_at: float | None) -> None:
         c = self.completion
@@ -238,6 +240,7 @@ class JSONBytesResponse(ASGIResponse):
         self.ctx, self.body, self.finish, self.completion = ctx, body, finish, completion
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.ctx.settle(self.completion)
         headers = [(b"content-type", b"application/json"), *_headers(self.ctx)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
@@ -255,6 +258,7 @@ class SSEReplayResponse(ASGIResponse):
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *_headers(self.ctx)]})
         for event in self.events:
             await send({"type": "http.response.body", "body": event, "more_body": True})
+        await self.ctx.settle(self.completion)
         await send({"type": "http.response.body", "body": _DONE, "more_body": False})
         await self.finish(self.ctx, self.completion, 200)
 

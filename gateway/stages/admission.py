@@ -92,7 +92,7 @@ class Admit:
         ctx.response_headers.update(headers)
         ctx.reserved_tokens = cost
         if tenant.tpm:
-            ctx.on_complete.append(lambda done: self._settle(ctx, done))
+            ctx.settlers.append(lambda done: self._settle(ctx, done))
 
     async def _settle(self, ctx: RequestContext, done: Completion) -> None:
         if done.from_cache:
