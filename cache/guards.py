@@ -152,19 +152,20 @@ def compare(a: Features, b: Features, similarity: float, vocabulary: dict[str, i
                | {e for e in b.entities if e not in a.raw and e not in a.concepts})
     if missing:
         return Verdict(False, "entity", _show(missing))
-    swapped = _role_swaps(a, b)
-    if swapped:
-        return Verdict(False, "order", swapped)
     differing = only_a | only_b
-    if not differing:
-        return _needs(similarity, policy.same, "same")
-    if differing <= lx.SOFT_WORDS:
-        return _needs(similarity, policy.soft, "soft")
+    if not differing or differing <= lx.SOFT_WORDS:
+        swapped = _role_swaps(a, b)
+        if swapped:
+            return Verdict(False, "order", swapped)
+        return _needs(similarity, policy.same if not differing else policy.soft, "same" if not differing else "soft")
     anchors = {w for w in differing if not w.startswith("@") and _rank(w, a, b, vocabulary) > policy.common_rank}
     hard_a, hard_b = only_a - lx.SOFT_WORDS, only_b - lx.SOFT_WORDS
     if (anchors or len(hard_a | hard_b) < policy.reword_min_words
             or min(len(hard_a), len(hard_b)) < policy.reword_min_each_side):
         return Verdict(False, "content", _show(differing))
+    swapped = _role_swaps(a, b)
+    if swapped:
+        return Verdict(False, "order", swapped)
     return _needs(similarity, policy.reworded, "reworded")
 
 
