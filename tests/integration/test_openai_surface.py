@@ -4,12 +4,14 @@ driven by the official `openai` SDK over HTTP."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionToolParam
 
 from gateway.auth import hash_key
 from tests.support.processes import ServerProcess
@@ -117,7 +119,7 @@ def test_alias_is_rewritten_to_the_upstream_model(client: openai.OpenAI, stack: 
     assert sim.last_request()["body"]["model"] == "sim-model"
 
 
-TOOLS = [
+TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -143,7 +145,7 @@ def test_tool_call_deltas_pass_through_intact(client: openai.OpenAI) -> None:
         messages=[{"role": "user", "content": "What's the weather in Oslo?"}],
         tools=TOOLS,
         stream=True,
-        extra_body={"sim": {"tool": "get_weather"}},  # type: ignore[arg-type]
+        extra_body={"sim": {"tool": "get_weather"}},
     )
     name, fragments, finish = "", [], None
     for chunk in stream:
@@ -156,8 +158,6 @@ def test_tool_call_deltas_pass_through_intact(client: openai.OpenAI) -> None:
         finish = chunk.choices[0].finish_reason or finish
     assert name == "get_weather"
     assert len(fragments) > 1  # arguments arrive in pieces, as from OpenAI
-    import json
-
     assert isinstance(json.loads("".join(fragments)), dict)
     assert finish == "tool_calls"
 
