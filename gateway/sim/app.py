@@ -99,7 +99,14 @@ class SimApp:
             stats.received("POST", path, list(ex.scope["headers"]), body)
             if not isinstance(body, dict):
                 raise serving.BadRequest(400, "the request body must be a JSON object")
-            await handler(state, ex, body)
+            slots = state.slots
+            if slots is None:
+                await handler(state, ex, body)
+            else:
+                # A saturated server: requests over capacity wait, and the wait counts toward their TTFT.
+                async with slots:
+                    ex.t0 = time.perf_counter()
+                    await handler(state, ex, body)
         except serving.BadRequest as exc:
             await self._error(ex, exc)
         except asyncio.CancelledError:
@@ -117,9 +124,7 @@ class SimApp:
                 state.stats.completed += 1
 
     async def _error(self, ex: Exchange, exc: serving.BadRequest) -> None:
-        await ex.respond(
-            exc.status, wire.error_body(exc.message, "invalid_request_error", exc.code, exc.param)
-        )
+        await ex.respond(exc.status, wire.error_body(exc.message, "invalid_request_error", exc.code, exc.param))
 
     async def _admin(self, ex: Exchange, method: str, path: str) -> None:
         state = self.state

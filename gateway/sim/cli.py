@@ -55,18 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchyard sim", description="A fake OpenAI-compatible LLM server.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
-    p.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the port (stats are per process)"
-    )
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (stats are per process)")
     p.add_argument("--profile", help="YAML or JSON file with SimConfig fields")
     p.add_argument("--models", help="comma-separated model names")
-    p.add_argument(
-        "--ttft-ms", type=parse_distribution, help="time to first token, e.g. 50 or lognormal:50:0.4"
-    )
+    p.add_argument("--ttft-ms", type=parse_distribution, help="time to first token, e.g. 50 or lognormal:50:0.4")
     p.add_argument("--itl-ms", type=parse_distribution, help="inter-token latency, e.g. 5 or uniform:2:8")
-    p.add_argument(
-        "--output-tokens", type=parse_distribution, help="output length, e.g. 64 or uniform:16:256"
-    )
+    p.add_argument("--output-tokens", type=parse_distribution, help="output length, e.g. 64 or uniform:16:256")
     p.add_argument("--tokens-per-chunk", type=int, help="tokens in each SSE chunk (>1 bunches tokens)")
     p.add_argument("--chunks-per-burst", type=int, help="SSE chunks flushed together (>1 bunches chunks)")
     p.add_argument("--embedding-dim", type=int)
@@ -79,9 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--hang-rate", type=float, help="hang before the first byte")
     faults.add_argument("--hang-s", type=float, help="how long a hang lasts")
     faults.add_argument("--disconnect-rate", type=float, help="drop the connection mid-response")
-    faults.add_argument(
-        "--disconnect-after", type=int, help="chunks sent before a disconnect or malformed chunk"
-    )
+    faults.add_argument("--disconnect-after", type=int, help="chunks sent before a disconnect or malformed chunk")
     faults.add_argument("--slow-rate", type=float, help="stream at --slow-itl-ms per token")
     faults.add_argument("--slow-itl-ms", type=float)
     faults.add_argument("--malformed-json-rate", type=float)
@@ -138,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
-        "access_log": False, "server_header": False,
+        "access_log": False,
+        "server_header": False,
         "loop": "uvloop",
         "http": "httptools",
         "lifespan": "on",

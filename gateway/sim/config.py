@@ -116,6 +116,9 @@ class SimConfig(_Model):
     tool_call_rate: float = Field(
         default=1.0, ge=0, le=1, description="share of tool-carrying requests answered by a call"
     )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="generations running at once; the rest queue, as on a saturated server"
+    )
     embedding_dim: int = Field(default=384, ge=1, le=8192)
     seed: int = 0
     faults: FaultRates = FaultRates()
@@ -155,9 +158,7 @@ def merge_config(base: SimConfig, patch: dict[str, Any]) -> SimConfig:
     def deep(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
         for key, value in b.items():
-            out[key] = (
-                deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-            )
+            out[key] = deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         return out
 
     return SimConfig.model_validate(deep(base.model_dump(), patch))

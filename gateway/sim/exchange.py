@@ -97,9 +97,7 @@ class Exchange:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": self._headers(
-                    [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
-                ),
+                "headers": self._headers([(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]),
             }
         )
         self.done = True
@@ -108,9 +106,7 @@ class Exchange:
 
     async def start_stream(self) -> None:
         self.started = True
-        await self._send(
-            {"type": "http.response.start", "status": 200, "headers": self._headers(_SSE_HEADERS)}
-        )
+        await self._send({"type": "http.response.start", "status": 200, "headers": self._headers(_SSE_HEADERS)})
 
     async def write(self, data: bytes, chunks: int = 1) -> None:
         self.chunks_sent += chunks

@@ -105,10 +105,7 @@ def plan_request(
     status = o.status if o.status is not None else config.error_status
     retry_after = o.retry_after_s if o.retry_after_s is not None else config.retry_after_s
     ttft_s = (o.ttft_ms if o.ttft_ms is not None else config.ttft_ms.sample(rng)) / 1000.0
-    if o.output_tokens is not None:
-        wanted = o.output_tokens
-    else:
-        wanted = max(1, round(config.output_tokens.sample(rng)))
+    wanted = o.output_tokens if o.output_tokens is not None else max(1, round(config.output_tokens.sample(rng)))
     finish = "stop"
     if max_tokens is not None and wanted > max_tokens:
         wanted, finish = max_tokens, "length"

@@ -48,9 +48,7 @@ def _check_model(state: SimState, body: dict[str, Any]) -> str:
         raise BadRequest(400, "you must provide a model parameter", "model")
     if model not in state.config.models:
         served = ", ".join(state.config.models)
-        raise BadRequest(
-            404, f"The model `{model}` does not exist (served: {served})", "model", "model_not_found"
-        )
+        raise BadRequest(404, f"The model `{model}` does not exist (served: {served})", "model", "model_not_found")
     return model
 
 
@@ -82,9 +80,7 @@ async def _before_first_byte(state: SimState, ex: Exchange, plan: Plan) -> bool:
     if plan.fault == "error":
         type_, code = _ERROR_TYPES.get(plan.status, ("invalid_request_error", None))
         headers = [(b"retry-after", b"%g" % plan.retry_after_s)] if plan.retry_after_s is not None else []
-        await ex.respond(
-            plan.status, wire.error_body(f"injected fault: status {plan.status}", type_, code), headers
-        )
+        await ex.respond(plan.status, wire.error_body(f"injected fault: status {plan.status}", type_, code), headers)
         return True
     if plan.fault == "hang":
         await ex.sleep_until(plan.hang_s)
@@ -224,8 +220,7 @@ async def completions(state: SimState, ex: Exchange, body: dict[str, Any]) -> No
     prompt_raw = body.get("prompt")
     if isinstance(prompt_raw, list):
         prompt_text = " ".join(
-            p if isinstance(p, str) else " ".join(map(str, p)) if isinstance(p, list) else str(p)
-            for p in prompt_raw
+            p if isinstance(p, str) else " ".join(map(str, p)) if isinstance(p, list) else str(p) for p in prompt_raw
         )
     elif isinstance(prompt_raw, str):
         prompt_text = prompt_raw
@@ -265,9 +260,7 @@ async def embeddings(state: SimState, ex: Exchange, body: dict[str, Any]) -> Non
     model = _check_model(state, body)
     inputs = embedding_inputs(body.get("input"))
     if inputs is None:
-        raise BadRequest(
-            400, "input must be a string, an array of strings or an array of token arrays", "input"
-        )
+        raise BadRequest(400, "input must be a string, an array of strings or an array of token arrays", "input")
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise BadRequest(400, "encoding_format must be 'float' or 'base64'", "encoding_format")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import uuid
@@ -19,9 +20,12 @@ class SimState:
         self.config = config
         self.rng = random.Random(config.seed)
         self.stats = SimStats(config.recent_requests)
+        self.slots = _slots(config)
 
     def reconfigure(self, config: SimConfig) -> None:
         """Swap the configuration; the RNG restarts from the (possibly new) seed."""
+        if config.max_concurrency != self.config.max_concurrency:
+            self.slots = _slots(config)
         self.config = config
         self.rng = random.Random(config.seed)
         if config.recent_requests != self.stats.recent.maxlen:
@@ -36,3 +40,7 @@ class SimState:
 
     def next_id(self, kind: str) -> str:
         return f"{kind}-{self._prefix}{next(self._ids):x}"
+
+
+def _slots(config: SimConfig) -> asyncio.Semaphore | None:
+    return asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None

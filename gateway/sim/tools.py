@@ -64,9 +64,7 @@ def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(_CAMEL.sub(" ", text).lower()) if w not in _STOP}
 
 
-def choose_tool(
-    tools: list[Any], tool_choice: Any, user_text: str, forced: str | None = None
-) -> dict[str, Any] | None:
+def choose_tool(tools: list[Any], tool_choice: Any, user_text: str, forced: str | None = None) -> dict[str, Any] | None:
     """The tool to call, or None when the request rules tool calls out."""
     named = [t for t in tools if tool_name(t) is not None]
     if not named or tool_choice == "none":

@@ -47,9 +47,7 @@ class ChatStream:
             }
         )
         self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
-        self._tail = b',"logprobs":null,"finish_reason":null}]' + (
-            b',"usage":null}\n\n' if include_usage else b"}\n\n"
-        )
+        self._tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null}\n\n' if include_usage else b"}\n\n")
         self._head = head
         self.include_usage = include_usage
 
@@ -83,9 +81,7 @@ class ChatStream:
         )
 
     def tool_arguments(self, fragment: str) -> bytes:
-        return self._event(
-            b'{"tool_calls":[{"index":0,"function":{"arguments":' + orjson.dumps(fragment) + b"}}]}"
-        )
+        return self._event(b'{"tool_calls":[{"index":0,"function":{"arguments":' + orjson.dumps(fragment) + b"}}]}")
 
     def finish(self, reason: str) -> bytes:
         tail = b"}\n\n" if not self.include_usage else b',"usage":null}\n\n'
@@ -94,11 +90,7 @@ class ChatStream:
     def usage(self, prompt: int, completion: int) -> bytes:
         """The final chunk of `stream_options.include_usage`: no choices, only usage."""
         return (
-            b"data: "
-            + self._head[:-1]
-            + b',"choices":[],"usage":'
-            + orjson.dumps(usage(prompt, completion))
-            + b"}\n\n"
+            b"data: " + self._head[:-1] + b',"choices":[],"usage":' + orjson.dumps(usage(prompt, completion)) + b"}\n\n"
         )
 
 
@@ -121,26 +113,14 @@ class CompletionStream:
         self.include_usage = include_usage
 
     def content(self, text: str) -> bytes:
-        return (
-            self._prefix + orjson.dumps(text) + b',"logprobs":null,"finish_reason":null}]' + self._usage_tail
-        )
+        return self._prefix + orjson.dumps(text) + b',"logprobs":null,"finish_reason":null}]' + self._usage_tail
 
     def finish(self, reason: str) -> bytes:
-        return (
-            self._prefix
-            + b'"","logprobs":null,"finish_reason":'
-            + orjson.dumps(reason)
-            + b"}]"
-            + self._usage_tail
-        )
+        return self._prefix + b'"","logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]" + self._usage_tail
 
     def usage(self, prompt: int, completion: int) -> bytes:
         return (
-            b"data: "
-            + self._head[:-1]
-            + b',"choices":[],"usage":'
-            + orjson.dumps(usage(prompt, completion))
-            + b"}\n\n"
+            b"data: " + self._head[:-1] + b',"choices":[],"usage":' + orjson.dumps(usage(prompt, completion)) + b"}\n\n"
         )
 
 
@@ -192,7 +172,5 @@ def completion_response(
 
 def embedding_item(index: int, vector: Any, encoding: str) -> dict[str, Any]:
     """One `data` item; `vector` is a float32 numpy array."""
-    value: Any = (
-        base64.b64encode(vector.tobytes()).decode("ascii") if encoding == "base64" else vector.tolist()
-    )
+    value: Any = base64.b64encode(vector.tobytes()).decode("ascii") if encoding == "base64" else vector.tolist()
     return {"object": "embedding", "index": index, "embedding": value}
