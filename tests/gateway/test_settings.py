@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.settings import ConfigError, load_settings
+
+DEV = {"auth": {"mode": "none"}}
+
+
+def test_errors_name_the_bad_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("auth: {mode: none}\nserver:\n  port: 99999\nbackends:\n  - name: x\n    type: openai\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "server.port" in str(err.value)
+    assert "backends.0" in str(err.value) and "base_url" in str(err.value)
+
+
+def test_unknown_keys_are_refused() -> None:
+    with pytest.raises(ConfigError, match="server.prot"):
+        load_settings(overrides={**DEV, "server": {"prot": 1}})
+
+
+def test_keys_are_required_unless_development_mode_is_chosen() -> None:
+    with pytest.raises(ConfigError, match="auth.mode: none"):
+        load_settings(environ={})
+    assert load_settings(environ={}, overrides=DEV).auth.mode == "none"
+
+
+def test_environment_overrides() -> None:
+    env = {"SWITCHYARD_SERVER__PORT": "9123", "SWITCHYARD_AUTH__MODE": "none", "SWITCHYARD_REDIS__URL": "redis://r:1/0"}
+    settings = load_settings(environ=env)
+    assert settings.server.port == 9123 and settings.redis.url == "redis://r:1/0"
+
+
+def test_upstream_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(
+        environ={},
+        overrides={**DEV, "backends": [{"name": "b", "base_url": "http://x/v1", "api_key_env": "B_KEY"}]},
+    )
+    with pytest.raises(ConfigError, match="B_KEY"):
+        settings.backends[0].api_key()
+    monkeypatch.setenv("B_KEY", "secret")
+    assert settings.backends[0].api_key() == "secret"
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("auth: {mode: none}\nbackends:\n  - {name: a, base_url: 'http://h/v1', models: [m1]}\n")
+    assert main(["check-config", str(good)]) == 0
+    assert "m1" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("auth: {mode: none}\nrelay: {hedge_budget: 2}\n")
+    assert main(["check-config", str(bad)]) == 1
+    assert "relay.hedge_budget" in capsys.readouterr().err
