@@ -20,12 +20,12 @@ def test_errors_name_the_bad_key(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_are_refused() -> None:
-    with pytest.raises(ConfigError, match="server.prot"):
+    with pytest.raises(ConfigError, match=r"server\.prot"):
         load_settings(overrides={**DEV, "server": {"prot": 1}})
 
 
 def test_keys_are_required_unless_development_mode_is_chosen() -> None:
-    with pytest.raises(ConfigError, match="auth.mode: none"):
+    with pytest.raises(ConfigError, match=r"auth\.mode: none"):
         load_settings(environ={})
     assert load_settings(environ={}, overrides=DEV).auth.mode == "none"
 
