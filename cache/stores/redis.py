@@ -4,7 +4,8 @@ Keys under a prefix P:
   P:e:{id}      hash: meta (JSON), resp (JSON), vec (float32 bytes), scope, exact, thr, con;
                 expires at the entry's absolute TTL (a hit does not extend it)
   P:x:{exact}   the id stored for an exact key, same expiry
-  P:lru         sorted set id -> last use (ms): the size cap evicts the lowest
+  P:lru         sorted set id -> last use (a tick of P:tick, so order is exact): the cap evicts the lowest
+  P:tick        counter behind the P:lru scores
   P:exp         sorted set "{scope}|{id}" -> expiry (ms): expired ids are swept from P:lru
   P:s:{scope}   stream per scope partition: "add" (id, vector, expiry) and "del" (id) records.
                 Replicas read it from their own cursor on lookup, so an entry written by one
@@ -75,7 +76,7 @@ redis.call('HSET', key, 'meta', ARGV[3], 'resp', ARGV[4], 'vec', ARGV[5], 'scope
            'thr', ARGV[12], 'con', 0)
 redis.call('PEXPIREAT', key, expires_ms)
 redis.call('SET', prefix .. ':x:' .. exact, id, 'PXAT', expires_ms)
-redis.call('ZADD', prefix .. ':lru', now_ms, id)
+redis.call('ZADD', prefix .. ':lru', redis.call('INCR', prefix .. ':tick'), id)
 redis.call('ZADD', prefix .. ':exp', expires_ms, scope .. '|' .. id)
 if scope ~= '-' then
   local stream = prefix .. ':s:' .. scope
@@ -92,15 +93,20 @@ end
 return {evicted, expired, redis.call('ZCARD', prefix .. ':lru')}
 """
 
-# ARGV: prefix exact now_ms -> {id, meta, resp, thr, con} or nil
+# ARGV: prefix exact -> {id, meta, resp, thr, con} or nil
 _GET_EXACT = """
 local prefix = ARGV[1]
 local id = redis.call('GET', prefix .. ':x:' .. ARGV[2])
 if not id then return nil end
 local f = redis.call('HMGET', prefix .. ':e:' .. id, 'meta', 'resp', 'thr', 'con')
 if not f[1] then return nil end
-redis.call('ZADD', prefix .. ':lru', 'XX', ARGV[3], id)
+redis.call('ZADD', prefix .. ':lru', 'XX', redis.call('INCR', prefix .. ':tick'), id)
 return {id, f[1], f[2], f[3], f[4]}
+"""
+
+# ARGV: prefix id
+_TOUCH = """
+redis.call('ZADD', ARGV[1] .. ':lru', 'XX', redis.call('INCR', ARGV[1] .. ':tick'), ARGV[2])
 """
 
 _DELETE = _DROP + """
@@ -125,6 +131,7 @@ class RedisStore:
         self._put = self._redis.register_script(_PUT)
         self._get_exact = self._redis.register_script(_GET_EXACT)
         self._delete = self._redis.register_script(_DELETE)
+        self._touch = self._redis.register_script(_TOUCH)
 
     @asynccontextmanager
     async def _io(self) -> AsyncIterator[None]:
@@ -159,7 +166,7 @@ class RedisStore:
 
     async def get_exact(self, exact_key: str) -> CacheEntry | None:
         async with self._io():
-            found = await self._get_exact(keys=[], args=[self.prefix, exact_key, int(time.time() * 1000)])
+            found = await self._get_exact(keys=[], args=[self.prefix, exact_key])
         if not found:
             return None
         _, meta, resp, thr, con = found
@@ -180,7 +187,7 @@ class RedisStore:
 
     async def touch(self, entry_id: str) -> None:
         async with self._io():
-            await self._redis.zadd(f"{self.prefix}:lru", {entry_id: int(time.time() * 1000)}, xx=True)
+            await self._touch(keys=[], args=[self.prefix, entry_id])
 
     async def changes(self, scope_key: str, cursor: str | None) -> Changes:
         stream = f"{self.prefix}:s:{scope_key}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,3 +52,12 @@ def completion(text: str = "An answer.", *, finish: str = "stop", completion_tok
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 10, "completion_tokens": completion_tokens, "total_tokens": 10 + completion_tokens},
     }
+
+
+class BowEmbedder:
+    """The `Embedder` shape over `bow_vector`, for caches that embed on their own (no_cache stores)."""
+
+    dim = DIM
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([bow_vector(t) for t in texts]) if texts else np.zeros((0, DIM), dtype=np.float32)
