@@ -1,0 +1,66 @@
+"""The router's own settings; `gateway/settings.py` composes them under `router:`.
+
+Defaults were tuned on one half of the BFCL single-call queries (`bench/tool_router_eval.py --split tune`)
+and are reported on the other half.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["RouterSettings"]
+
+
+class RouterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    threshold: int = Field(16, ge=1, description="narrow only requests with more tools than this")
+    pinned: tuple[str, ...] = Field((), description="tool names that always survive narrowing")
+
+    # Scoring: dense similarity of the intent to the tool's full text and to its description alone,
+    # plus a lexical (BM25) score normalised by its best match in the catalogue.
+    description_weight: float = Field(0.5, ge=0)
+    lexical_weight: float = Field(0.3, ge=0)
+
+    # Adaptive k (see router/narrow.py): keep every tool within `margin` of the best score, at least
+    # `min_keep`, at most `max_keep`. A best score under `widen_below` keeps `widen_keep`; under
+    # `fallback_below` the full list passes.
+    min_keep: int = Field(4, ge=1)
+    max_keep: int = Field(15, ge=1)
+    margin: float = Field(0.35, ge=0)
+    widen_below: float = Field(0.7, ge=0)
+    widen_keep: int = Field(50, ge=1)
+    fallback_below: float = Field(0.3, ge=0)
+    high_from: float = Field(1.0, ge=0, description="best score from which the confidence band is `high`")
+
+    # Feedback: observed tool calls are labelled examples for a classifier per catalogue.
+    feedback: bool = True
+    feedback_weight: float = Field(1.5, ge=0, description="largest boost the classifier gives a tool")
+    feedback_similarity: tuple[float, float] = Field(
+        (0.5, 0.9), description="similarity to a past example below which it counts for nothing, and at "
+        "which it counts fully"
+    )
+    share_feedback: bool = Field(False, description="pool every tenant's feedback (else each tenant learns alone)")
+    max_examples: int = Field(2000, ge=1, description="examples kept per scope (oldest dropped first)")
+    train_interval_s: float = Field(1.0, gt=0, description="how often the background task looks for new work")
+    classifier_c: float = Field(4.0, gt=0, description="inverse regularisation of the logistic regression")
+
+    shadow_fraction: float = Field(0.02, ge=0, le=1, description="narrowed requests sent with the full list "
+                                   "and judged: was the tool the model called in the kept set?")
+    embed_timeout_s: float = Field(0.5, gt=0, description="when the router must embed the intent itself")
+    inline_embed_max: int = Field(64, ge=0, description="unseen tools embedded on the request path; with "
+                                  "more, the request passes whole and they are embedded in the background")
+    redis_prefix: str = "switchyard:router:"
+    catalogue_cache: int = Field(256, ge=1, description="tool catalogues kept ready in memory")
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterSettings:
+        if self.max_keep < self.min_keep:
+            raise ValueError("router.max_keep must be at least router.min_keep")
+        if self.fallback_below > self.widen_below:
+            raise ValueError("router.fallback_below must not exceed router.widen_below")
+        lo, hi = self.feedback_similarity
+        if not 0 <= lo < hi <= 1:
+            raise ValueError("router.feedback_similarity must be (low, high) with 0 <= low < high <= 1")
+        return self
