@@ -153,12 +153,17 @@ class SimOverride(_Model):
 
 
 def merge_config(base: SimConfig, patch: dict[str, Any]) -> SimConfig:
-    """`base` with `patch` laid over it (nested objects merged key by key), validated again."""
+    """`base` with `patch` laid over it, validated again.
+
+    Nested objects merge key by key (`{"faults": {"hang": 0.1}}` keeps the other rates), except a
+    distribution given with its `kind`, which replaces the old one whole (no stale tail settings).
+    """
 
     def deep(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
         for key, value in b.items():
-            out[key] = deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+            merge = isinstance(value, dict) and "kind" not in value and isinstance(out.get(key), dict)
+            out[key] = deep(out[key], value) if merge else value
         return out
 
     return SimConfig.model_validate(deep(base.model_dump(), patch))

@@ -137,6 +137,12 @@ def test_merge_config_is_deep() -> None:
     assert (cfg.faults.error, cfg.faults.hang) == (0.1, 0.2)
 
 
+def test_merge_config_replaces_a_distribution_given_with_its_kind() -> None:
+    tailed = SimConfig(ttft_ms=Distribution(kind="fixed", value=5, tail_fraction=0.2, tail_factor=10))
+    assert merge_config(tailed, {"ttft_ms": {"kind": "fixed", "value": 7}}).ttft_ms == Distribution.fixed(7)
+    assert merge_config(tailed, {"ttft_ms": {"value": 7}}).ttft_ms.tail_fraction == 0.2
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
