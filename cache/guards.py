@@ -113,7 +113,7 @@ class GuardPolicy:
     same: float = 0.70
     soft: float = 0.93
     reworded: float = 0.90
-    reword_min_words: int = 3
+    reword_min_words: int = 3  # 3: a one-for-one swap ("men's" / "women's") is never a rewording
     reword_min_each_side: int = 1
     common_rank: int = 8000  # words ranked beyond this in the vocabulary are anchors
 

@@ -28,7 +28,7 @@ class GuardSettings(BaseModel):
     same: float = Field(0.60, ge=0.0, le=1.0)
     soft: float = Field(0.85, ge=0.0, le=1.0)
     reworded: float = Field(0.90, ge=0.0, le=1.0)
-    reword_min_words: int = Field(2, ge=1)
+    reword_min_words: int = Field(3, ge=1)
     reword_min_each_side: int = Field(1, ge=0)
     common_rank: int = Field(8000, ge=0)
 
