@@ -221,6 +221,9 @@ class HTTP1Pool:
                     if attempt == 0 and conn.reused and not conn.got_bytes:
                         continue
                     raise
+                except BaseException:
+                    conn.close()  # cancelled while waiting: the upstream must see us go
+                    raise
                 break
         except BaseException:
             self._slots.release()

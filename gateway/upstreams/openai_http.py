@@ -28,6 +28,8 @@ def map_httpx_errors(backend: str) -> Iterator[None]:
         raise UpstreamTimeout(f"timed out {phase} backend '{backend}'") from None
     except httpx.ConnectError:
         raise UpstreamError(f"could not connect to backend '{backend}'") from None
+    except httpx.RemoteProtocolError:
+        raise UpstreamError(f"backend '{backend}' closed the connection before the response ended") from None
     except httpx.HTTPError as exc:
         raise UpstreamError(f"backend '{backend}' failed: {type(exc).__name__}") from None
 
