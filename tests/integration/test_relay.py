@@ -3,6 +3,7 @@ cancellation, hedging, keep-alive and latency-protecting admission."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +67,8 @@ def test_chunks_arrive_as_the_upstream_sends_them(
         relayed = _content_arrivals(gw.url, body)
     finally:
         gw.stop()
-    gaps_direct = [y - x for x, y in zip(direct, direct[1:])]
-    gaps_relayed = [y - x for x, y in zip(relayed, relayed[1:])]
+    gaps_direct = [y - x for x, y in itertools.pairwise(direct)]
+    gaps_relayed = [y - x for x, y in itertools.pairwise(relayed)]
     assert len(relayed) == len(direct) == 12
     # Every chunk keeps its own arrival time: no two come together (bunching would show ~0 gaps).
     assert min(gaps_relayed) > 0.02
