@@ -129,7 +129,7 @@ class SimApp:
     async def _admin(self, ex: Exchange, method: str, path: str) -> None:
         state = self.state
         if method == "GET":
-            if path == "/healthz":
+            if path in ("/healthz", "/health"):  # /health is what vLLM-oriented clients probe
                 await ex.respond(200, b'{"status":"ok"}')
             elif path == "/v1/models":
                 created = int(time.time())
