@@ -133,7 +133,7 @@ class SentenceEmbedder:
 
     def _encode(self, texts: list[str]) -> Vectors:
         vectors = self._model.encode(
-            texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True
+            texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
 

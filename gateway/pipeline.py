@@ -1,4 +1,8 @@
-"""The request pipeline: run the stages in order, then relay. This module only composes."""
+"""The request pipeline: run the stages in order, then relay. This module only composes.
+
+A stage returns None to let the request go on, or a `Completion` when it answered the request
+itself (a cache hit); refusals are raised as errors.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from gateway import metrics
 from gateway.completion import Completion
 from gateway.context import RequestContext
 from gateway.relay import Relay
-from gateway.responses import RelayResponse
+from gateway.responses import ASGIResponse, JSONBytesResponse, RelayResponse, SSEReplayResponse, replay_events
 from gateway.types import JSON
 
 __all__ = ["Pipeline", "Stage"]
 
 log = logging.getLogger(__name__)
 
-Stage = Callable[[RequestContext], Awaitable[Any]]
+Stage = Callable[[RequestContext], Awaitable[Completion | None]]
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], relay: Relay, *, embedder: Any = None, embed_timeout: float = 0.05):
+    def __init__(self, stages: Sequence[Stage], relay: Relay, *, embedder: Any = None, embed_timeout: float = 1.0):
         self.stages = list(stages)
         self.relay = relay
         self.embedder = embedder
@@ -38,13 +43,21 @@ class Pipeline:
         metrics.IN_FLIGHT.labels(ctx.endpoint).inc()
         try:
             for stage in self.stages:
-                reply = await stage(ctx)
-                if reply is not None:
-                    return reply
+                answer = await stage(ctx)
+                if answer is not None:
+                    return self._answered(ctx, answer)
         except BaseException:
             metrics.IN_FLIGHT.labels(ctx.endpoint).dec()
             raise
         return RelayResponse(self.relay, ctx, self._upstream_body(ctx), self.finish, assemble=ctx.capture)
+
+    def _answered(self, ctx: RequestContext, answer: Completion) -> ASGIResponse:
+        """A stage answered without a backend (a cache hit): send it in the shape the client asked for."""
+        assert answer.response is not None
+        if ctx.stream:
+            events = replay_events(answer.response, include_usage=ctx.include_usage)
+            return SSEReplayResponse(ctx, events, self.finish, answer)
+        return JSONBytesResponse(ctx, orjson.dumps(answer.response), self.finish, answer)
 
     @staticmethod
     def _upstream_body(ctx: RequestContext) -> JSON:

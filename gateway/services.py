@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cache import ResponseCache, SentenceEmbedder, open_store
 from gateway import metrics
 from gateway.auth import KeyStore
 from gateway.backends.backend import Backend
@@ -25,6 +26,7 @@ from gateway.relay import Relay
 from gateway.settings import BackendSettings, Settings
 from gateway.stages.admission import Admit
 from gateway.stages.auth import Authenticate
+from gateway.stages.cache import CacheStage
 from gateway.upstreams.base import UpstreamTransport
 from gateway.upstreams.openai_http import OpenAIHTTPTransport
 
@@ -51,6 +53,7 @@ class Services:
     # name → () → {"ready": bool, ...}: components that gate readiness (local engines, cache, ...)
     components: dict[str, Readiness] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[asyncio.Task[None]] = field(default_factory=list)  # start-up work that runs on
     started_at: float = field(default_factory=time.time)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -73,6 +76,9 @@ class Services:
         return ready, {"draining": self.drain.draining, "backends": backends, **components}
 
     async def aclose(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         await self.health.aclose()
         await self.pipeline.drain_background()
         for close in reversed(self.closers):
@@ -94,6 +100,13 @@ def _transport(settings: BackendSettings) -> UpstreamTransport:
             read_timeout=settings.read_timeout,
         )
     raise NotImplementedError(f"backend type {settings.type!r}")  # pragma: no cover - validated earlier
+
+
+def _embedder(settings: Settings) -> SentenceEmbedder | None:
+    if not settings.needs_embedder():
+        return None
+    e = settings.embedder
+    return SentenceEmbedder(e.model_path, max_batch=e.max_batch, device=e.device)
 
 
 def _redis_client(settings: Settings) -> Any:
@@ -131,7 +144,13 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
         RedisRateLimiter(redis, settings.redis.key_prefix) if redis is not None else MemoryRateLimiter()
     )
     stages: list[Stage] = [Authenticate(keys), Admit(registry, limiter, relay, settings.limits)]
-    pipeline = Pipeline(stages, relay)
+    embedder = _embedder(settings)
+    cache = None
+    if settings.cache.enabled:
+        cache = ResponseCache(settings.cache, open_store(settings.cache), embedder)
+        await cache.start()
+        stages.append(CacheStage(cache, relay))
+    pipeline = Pipeline(stages, relay, embedder=embedder)
     health = HealthChecker(backends, res.health_interval)
     services = Services(
         settings=settings,
@@ -149,6 +168,17 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
     services.closers.extend(b.transport.aclose for b in backends)
     if redis is not None:
         services.closers.append(redis.aclose)
+    if cache is not None:
+        services.closers.append(cache.aclose)
+        services.components["cache"] = lambda: {"ready": True, **cache.health()}  # bypass is not unready
+    if embedder is not None:
+        services.components["embedder"] = lambda: {"ready": embedder.loaded}
+        services.background.append(asyncio.create_task(embedder.start(), name="embedder-load"))
+
+        async def close_embedder() -> None:
+            embedder.close()
+
+        services.closers.append(close_embedder)
     # Learn every backend's models and health before declaring readiness, without blocking forever.
     try:
         await asyncio.wait_for(health.check_all(), timeout=res.health_interval)

@@ -14,10 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cache import CacheSettings
+
 __all__ = [
     "AuthSettings",
     "BackendSettings",
     "ConfigError",
+    "EmbedderSettings",
     "KeySettings",
     "LimitSettings",
     "RedisSettings",
@@ -163,6 +166,15 @@ class RelaySettings(_Section):
     max_queue: int = Field(1024, ge=1, description="requests waiting for a backend slot before 503")
 
 
+class EmbedderSettings(_Section):
+    """The one sentence embedder the cache's semantic layer and the tool router share."""
+
+    enabled: bool | None = Field(None, description="none: load it when the semantic cache or the router needs it")
+    model_path: str | None = Field(None, description="a sentence-transformers directory; default: bundled MiniLM")
+    max_batch: int = Field(64, ge=1)
+    device: str = "cpu"
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
@@ -171,9 +183,9 @@ class Settings(_Section):
     backends: list[BackendSettings] = []
     resilience: ResilienceSettings = ResilienceSettings()
     relay: RelaySettings = RelaySettings()
-    cache: dict[str, Any] = Field(default_factory=dict)
+    cache: CacheSettings = CacheSettings()
     router: dict[str, Any] = Field(default_factory=dict)
-    embedder: dict[str, Any] = Field(default_factory=dict)
+    embedder: EmbedderSettings = EmbedderSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -189,6 +201,25 @@ class Settings(_Section):
         if self.auth.redis_keys and not self.redis.url:
             raise ValueError("auth.redis_keys needs redis.url")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_follows_redis(cls, data: Any) -> Any:
+        """With `redis.url` set, the cache shares that Redis unless `cache.store` says otherwise."""
+        if isinstance(data, dict):
+            url = (data.get("redis") or {}).get("url")
+            cache = dict(data.get("cache") or {})
+            if url and "store" not in cache:
+                cache["store"] = "redis"
+            if cache.get("store") == "redis" and not cache.get("redis_url") and url:
+                cache["redis_url"] = url
+            data = {**data, "cache": cache}
+        return data
+
+    def needs_embedder(self) -> bool:
+        if self.embedder.enabled is not None:
+            return self.embedder.enabled
+        return self.cache.enabled and self.cache.semantic
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

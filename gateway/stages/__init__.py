@@ -1,2 +1,2 @@
-"""Pipeline stages. Each is a callable `async (ctx) -> ASGIApp | None`: None lets the request go on,
-a response ends it there (an answer from the cache, for instance); refusals raise errors."""
+"""Pipeline stages. Each is a callable `async (ctx) -> Completion | None`: None lets the request go
+on, a Completion answers it there (a cache hit, for instance); refusals raise errors."""

@@ -33,9 +33,14 @@ def start_gateway(
     extra_args: tuple[str, ...] = (),
     ready_path: str = "/readyz",
     timeout: float = 60.0,
+    lean: bool = True,
 ) -> ServerProcess:
+    """A gateway process with `config`. `lean` turns off what needs the embedding model (the
+    semantic cache) unless the config asks for it, so tests that are not about it start fast."""
     port = free_port()
     config = {**config, "server": {**config.get("server", {}), "port": port}}
+    if lean:
+        config.setdefault("cache", {"semantic": False})
     cfg = write_config(tmp_path / f"{name}-{port}.yaml", config)
     proc = ServerProcess(
         switchyard_command("serve", "--config", str(cfg), *extra_args),

@@ -1,0 +1,98 @@
+"""Stage: answer from the response cache, or arrange for the answer to be stored.
+
+`Cache-Control: no-cache` skips the lookup but stores the answer; `no-store` does neither. The
+outcome is reported in `x-switchyard-cache` (and the similarity of a semantic hit). A sample of
+hits (`cache.verify_sample_rate`) is re-asked of the backend in the background to measure the
+live false-hit rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from cache import CacheLookup, ResponseCache
+from gateway.completion import Completion, usage_of
+from gateway.context import RequestContext
+from gateway.errors import SwitchyardError
+from gateway.relay import Relay
+from gateway.types import JSON
+
+__all__ = ["CACHE_HEADER", "CacheStage"]
+
+log = logging.getLogger(__name__)
+
+CACHE_HEADER = "x-switchyard-cache"
+SIMILARITY_HEADER = "x-switchyard-cache-similarity"
+
+
+class CacheStage:
+    def __init__(self, cache: ResponseCache, relay: Relay):
+        self.cache = cache
+        self.relay = relay
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, ctx: RequestContext) -> Completion | None:
+        if ctx.endpoint != "chat/completions":
+            return None
+        control = ctx.headers.get("cache-control", "").lower()
+        lookup = await self.cache.lookup(
+            ctx.tenant.name, ctx.body, ctx.embed, no_cache="no-cache" in control, no_store="no-store" in control
+        )
+        ctx.response_headers[CACHE_HEADER] = lookup.status
+        if lookup.hit and lookup.response is not None:
+            if lookup.similarity is not None and lookup.status == "semantic":
+                ctx.response_headers[SIMILARITY_HEADER] = f"{lookup.similarity:.4f}"
+            if self.cache.should_verify(lookup):
+                self._spawn(self._verify(ctx, lookup))
+            return _answer(ctx, lookup.response)
+        if lookup.storable:
+            ctx.capture = True
+            ctx.on_complete.append(lambda done: self._store(lookup, done))
+        return None
+
+    async def _store(self, lookup: CacheLookup, done: Completion) -> None:
+        # Only whole, successful answers: not errors, not streams the client abandoned.
+        if done.ok and not done.cancelled and done.response is not None:
+            await self.cache.store(lookup, done.response)
+
+    async def _verify(self, ctx: RequestContext, lookup: CacheLookup) -> None:
+        """Ask the backend the same question and tell the cache whether the answers agree."""
+        probe = RequestContext(
+            request_id=ctx.request_id + "-verify", endpoint=ctx.endpoint, body={**ctx.body, "stream": False},
+            headers=ctx.headers, tenant=ctx.tenant, priority="batch", model=ctx.model,
+        )
+        try:
+            attempt = await self.relay.start(probe, probe.body, assemble=False)
+        except SwitchyardError as exc:
+            log.debug("cache verification skipped: %s", exc.message)
+            return
+        try:
+            fresh = orjson.loads(attempt.body)
+        except orjson.JSONDecodeError:
+            return
+        finally:
+            self.relay.registry.release(attempt.lease)
+            await attempt.aclose()
+        await self.cache.verify(lookup, fresh)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _answer(ctx: RequestContext, stored: JSON) -> Completion:
+    # A fresh id and timestamp: clients may rely on ids being unique per response.
+    response = {**stored, "id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
+    prompt, completion = usage_of(response)
+    choices = response.get("choices") or [{}]
+    return Completion(
+        ctx.endpoint, ctx.model, None, ok=True, response=response, prompt_tokens=prompt,
+        completion_tokens=completion, finish_reason=choices[0].get("finish_reason"), from_cache=True,
+    )
