@@ -49,6 +49,11 @@ def configure(sim: ServerProcess, **patch: Any) -> None:
     httpx.post(sim.url + "/sim/reset")
 
 
+async def recent(sim: ServerProcess) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        return list((await client.get(sim.url + "/sim/stats")).json()["recent"])
+
+
 def close_to(measured: float, configured: float) -> bool:
     return configured - EARLY_MS <= measured <= configured * (1 + RELATIVE) + TIMER_SLACK_MS
 
@@ -169,11 +174,11 @@ async def test_sweep_finds_saturation_of_a_capacity_limited_sim(sim: ServerProce
 async def test_tools_workload_headers_and_expected_tool(sim: ServerProcess) -> None:
     configure(sim)
     request = RequestOptions(tools_per_request=Distribution.fixed(60), output_tokens=Distribution.fixed(8))
-    report, records = await bench(sim, workload="tools", concurrency=4, requests=40, request=request)
+    report, _ = await bench(sim, workload="tools", concurrency=4, requests=40, request=request)
     s = report["steps"][0]["summary"]
     assert s["ok"] == 40
     assert s["tools"]["expected_tool_called"] >= 0.9
-    body = httpx.get(sim.url + "/sim/stats").json()["recent"][-1]["body"]
+    body = (await recent(sim))[-1]["body"]
     assert len(body["tools"]) == 60
 
 
@@ -197,9 +202,9 @@ async def test_multiturn_grows_context_and_priority_header_is_sent(sim: ServerPr
         by_turn.setdefault(r.tag, []).append(r.prompt_tokens or 0)
     assert min(by_turn["turn=3"]) > max(by_turn["turn=1"])  # replies and new questions accumulate
     assert set(s["by_priority"]) == {"interactive", "batch"}
-    recent = httpx.get(sim.url + "/sim/stats").json()["recent"]
-    assert {r["headers"].get("x-switchyard-priority") for r in recent} == {"interactive", "batch"}
-    assert any(m["role"] == "assistant" for r in recent for m in r["body"]["messages"])
+    seen = await recent(sim)
+    assert {r["headers"].get("x-switchyard-priority") for r in seen} == {"interactive", "batch"}
+    assert any(m["role"] == "assistant" for r in seen for m in r["body"]["messages"])
 
 
 async def test_paraphrase_runs_cold_then_warm(sim: ServerProcess) -> None:

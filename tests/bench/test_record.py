@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from bench.loadgen import RequestRecord, SseObserver
 from bench.loadgen.record import parse_json_response
 
 
-def chat_event(delta: dict[str, object], finish: str | None = None) -> bytes:
+def chat_event(delta: Mapping[str, object], finish: str | None = None) -> bytes:
     obj = {
         "id": "x",
         "object": "chat.completion.chunk",
