@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CACHE_HEADER = "x-switchyard-cache"
 SIMILARITY_HEADER = "x-switchyard-cache-similarity"
+REASON_HEADER = "x-switchyard-cache-reason"  # why a miss or bypass: ineligible, below_threshold, guard:…
 
 
 class CacheStage:
@@ -45,6 +46,8 @@ class CacheStage:
             ctx.tenant.name, ctx.body, ctx.embed, no_cache="no-cache" in control, no_store="no-store" in control
         )
         ctx.response_headers[CACHE_HEADER] = lookup.status
+        if lookup.reason:
+            ctx.response_headers[REASON_HEADER] = lookup.reason
         if lookup.hit and lookup.response is not None:
             if lookup.similarity is not None and lookup.status == "semantic":
                 ctx.response_headers[SIMILARITY_HEADER] = f"{lookup.similarity:.4f}"
