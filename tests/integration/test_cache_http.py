@@ -11,17 +11,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.auth import hash_key
 from tests.support.processes import RedisServer, ServerProcess
 from tests.support.stack import SimControl, sim_backend, start_gateway, start_sim
 
 KEY_A, KEY_B = "sk-cache-a", "sk-cache-b"
-QUESTION = {
-    "model": "sim-model",
-    "temperature": 0,
-    "messages": [{"role": "user", "content": "How do I reset my password?"}],
-}
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How do I reset my password?"}]
+QUESTION: dict[str, Any] = {"model": "sim-model", "temperature": 0, "messages": MESSAGES}
 
 
 def _auth(redis: RedisServer | None = None, **extra: Any) -> dict[str, Any]:
@@ -43,8 +41,11 @@ def sim(tmp_path: Path) -> Iterator[ServerProcess]:
         proc.stop()
 
 
-def _ask(url: str, key: str, body: dict[str, Any] = QUESTION, **headers: str) -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}", **headers})
+def _ask(url: str, key: str, body: dict[str, Any] = QUESTION, cache_control: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"}
+    if cache_control:
+        headers["cache-control"] = cache_control
+    return httpx.post(url + "/v1/chat/completions", json=body, headers=headers)
 
 
 def test_exact_hits_streamed_hits_and_tenant_partition(tmp_path: Path, sim: ServerProcess) -> None:
@@ -63,7 +64,7 @@ def test_exact_hits_streamed_hits_and_tenant_partition(tmp_path: Path, sim: Serv
         # A streamed hit is a real SSE stream that the SDK reads back to the same text.
         with openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY_A, max_retries=0) as client:
             raw = client.chat.completions.with_raw_response.create(
-                **QUESTION, stream=True, stream_options={"include_usage": True}
+                model="sim-model", temperature=0, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
             )
             assert raw.headers["x-switchyard-cache"] == "exact"
             chunks = list(raw.parse())
@@ -82,7 +83,9 @@ def test_streamed_misses_are_stored(tmp_path: Path, sim: ServerProcess) -> None:
         with openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY_A, max_retries=0) as client:
             streamed = "".join(
                 c.choices[0].delta.content or ""
-                for c in client.chat.completions.create(**QUESTION, stream=True)
+                for c in client.chat.completions.create(
+                    model="sim-model", temperature=0, messages=MESSAGES, stream=True
+                )
                 if c.choices
             )
         hit = _ask(gw.url, KEY_A)
@@ -96,7 +99,7 @@ def test_streamed_misses_are_stored(tmp_path: Path, sim: ServerProcess) -> None:
     "change",
     [
         {"temperature": 0.2},
-        {"messages": [{"role": "system", "content": "Answer in French."}, *QUESTION["messages"]]},
+        {"messages": [{"role": "system", "content": "Answer in French."}, *MESSAGES]},
         {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
         {"model": "other-model"},
     ],
@@ -116,8 +119,8 @@ def test_what_changes_the_answer_never_shares_an_entry(
 def test_cache_control_headers(tmp_path: Path, sim: ServerProcess) -> None:
     gw = start_gateway(_auth(backends=[sim_backend("s", sim)]), tmp_path)
     try:
-        assert _ask(gw.url, KEY_A, **{"cache-control": "no-store"}).headers["x-switchyard-cache"] == "bypass"
-        assert _ask(gw.url, KEY_A, **{"cache-control": "no-cache"}).headers["x-switchyard-cache"] == "bypass"
+        assert _ask(gw.url, KEY_A, cache_control="no-store").headers["x-switchyard-cache"] == "bypass"
+        assert _ask(gw.url, KEY_A, cache_control="no-cache").headers["x-switchyard-cache"] == "bypass"
         # no-cache still stored its answer
         assert _ask(gw.url, KEY_A).headers["x-switchyard-cache"] == "exact"
         assert SimControl(sim).requests_to() == 2
