@@ -147,13 +147,17 @@ async def run_sizes(
     out: dict[str, Any] = {}
     for size in sizes:
         rng = random.Random(seed + size)
-        hits, kept, latency, fallbacks = [], [], [], 0
+        hits, kept, latency, overhead, fallbacks = [], [], [], [], 0
         for query in queries:
             tools = catalogue(query, pool, size, rng)
             await router.prepare(tools)  # catalogue built once per tool list in production: not timed
             started = time.perf_counter()
             narrowing = await router.narrow("bench", tools, query.messages)
             latency.append(time.perf_counter() - started)
+            if narrowing.vector is not None:  # again with the intent's vector given, as the gateway does
+                started = time.perf_counter()
+                await router.narrow("bench", tools, query.messages, query_vector=narrowing.vector)
+                overhead.append(time.perf_counter() - started)
             hits.append(_kept(narrowing, query.name))
             kept.append(narrowing.tools_out)
             fallbacks += narrowing.fallback
@@ -163,6 +167,7 @@ async def run_sizes(
             "kept_p95": float(np.percentile(kept, 95)),
             "latency_p50_ms": round(1000 * float(np.median(latency)), 2),
             "latency_p99_ms": round(1000 * float(np.percentile(latency, 99)), 2),
+            "without_embedding_p50_ms": round(1000 * float(np.median(overhead)), 2) if overhead else None,
             "fallback_rate": round(fallbacks / len(queries), 4),
         }
         print(f"size {size}: {out[str(size)]}", file=sys.stderr, flush=True)
