@@ -278,7 +278,8 @@ class Relay:
             await loser.aclose()
         tasks.clear()
         winner.lease.backend.record_success()
-        self.observe_ttft(winner)
+        if winner.assembler is not None:  # streams only: a plain response has no first token to time
+            self.observe_ttft(winner)
 
     def _record_failure(self, attempt: Attempt, error: SwitchyardError) -> None:
         outcome = _reason(error)

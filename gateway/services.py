@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batching import WorkerPool
 from cache import ResponseCache, SentenceEmbedder, open_store
 from gateway import metrics
 from gateway.auth import KeyStore
@@ -28,6 +29,7 @@ from gateway.stages.admission import Admit
 from gateway.stages.auth import Authenticate
 from gateway.stages.cache import CacheStage
 from gateway.upstreams.base import UpstreamTransport
+from gateway.upstreams.local_engine import LocalEngineTransport
 from gateway.upstreams.openai_http import OpenAIHTTPTransport
 
 __all__ = ["Services", "build_services"]
@@ -89,6 +91,9 @@ class Services:
 
 
 def _transport(settings: BackendSettings) -> UpstreamTransport:
+    if settings.type == "local":
+        assert settings.engine is not None
+        return LocalEngineTransport(settings.name, WorkerPool(settings.engine), list(settings.models))
     if settings.type == "openai":
         assert settings.base_url is not None
         return OpenAIHTTPTransport(
@@ -100,6 +105,21 @@ def _transport(settings: BackendSettings) -> UpstreamTransport:
             read_timeout=settings.read_timeout,
         )
     raise NotImplementedError(f"backend type {settings.type!r}")  # pragma: no cover - validated earlier
+
+
+def _start_engine(services: Services, transport: LocalEngineTransport) -> None:
+    """Load the model in the background; readiness stays false until every worker is warm."""
+    pool = transport.pool
+
+    async def load() -> None:
+        try:
+            await pool.start()
+            log.info("local engine %s ready in %.1fs", transport.name, pool.load_seconds)
+        except Exception:
+            log.exception("local engine %s failed to start", transport.name)
+
+    services.background.append(asyncio.create_task(load(), name=f"engine-{transport.name}"))
+    services.components[f"engine:{transport.name}"] = pool.stats  # includes "ready"
 
 
 def _embedder(settings: Settings) -> SentenceEmbedder | None:
@@ -168,6 +188,9 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
     services.closers.extend(b.transport.aclose for b in backends)
     if redis is not None:
         services.closers.append(redis.aclose)
+    for backend in backends:
+        if isinstance(backend.transport, LocalEngineTransport):
+            _start_engine(services, backend.transport)
     if cache is not None:
         services.closers.append(cache.aclose)
         services.components["cache"] = lambda: {"ready": True, **cache.health()}  # bypass is not unready

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batching import EngineSettings
 from cache import CacheSettings
 
 __all__ = [
@@ -97,7 +98,7 @@ class BackendSettings(_Section):
     connect_timeout: float = Field(2.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     health_path: str = "/models"
-    engine: dict[str, Any] = Field(default_factory=dict, description="local engine settings (type local)")
+    engine: EngineSettings | None = Field(None, description="local engine settings (type local)")
 
     @model_validator(mode="after")
     def _check_type(self) -> BackendSettings:
@@ -105,6 +106,8 @@ class BackendSettings(_Section):
             raise ValueError("base_url is required for an openai backend")
         if self.type == "local" and not self.models:
             raise ValueError("models must name the model a local backend serves")
+        if self.type == "local" and self.engine is None:
+            object.__setattr__(self, "engine", EngineSettings())  # the bundled model
         return self
 
     @field_validator("base_url")
@@ -154,8 +157,8 @@ class RelaySettings(_Section):
         None, gt=0, description="send SSE comments while waiting for a slow first token"
     )
     ttft_budget: dict[Priority, float] = Field(
-        default_factory=lambda: {"interactive": 2.0, "batch": 30.0},  # type: ignore[arg-type]
-        description="predicted TTFT above which a priority class is shed",
+        default_factory=lambda: {"interactive": 10.0, "batch": 60.0},  # type: ignore[arg-type]
+        description="predicted TTFT (seconds) above which a priority class is shed",
     )
     batch_shed_fraction: float = Field(
         0.5,

@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output-tokens", type=parse_distribution, help="output length, e.g. 64 or uniform:16:256")
     p.add_argument("--tokens-per-chunk", type=int, help="tokens in each SSE chunk (>1 bunches tokens)")
     p.add_argument("--chunks-per-burst", type=int, help="SSE chunks flushed together (>1 bunches chunks)")
+    p.add_argument("--max-concurrency", type=int, help="generations at once; more requests queue (saturation)")
     p.add_argument("--embedding-dim", type=int)
     p.add_argument("--tool-call-rate", type=float)
     p.add_argument("--seed", type=int)
@@ -92,6 +93,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         "tokens_per_chunk": args.tokens_per_chunk,
         "chunks_per_burst": args.chunks_per_burst,
         "embedding_dim": args.embedding_dim,
+        "max_concurrency": args.max_concurrency,
         "tool_call_rate": args.tool_call_rate,
         "seed": args.seed,
         "error_status": args.error_status,
