@@ -159,9 +159,10 @@ async def run_benchmark(opts: BenchOptions) -> tuple[dict[str, Any], list[list[R
         if opts.plots:
             stem = opts.out.with_suffix("")
             if kept:
-                busiest = max(range(len(kept)), key=lambda i: len(kept[i]))
+                # the step that served the most good traffic: the sweep's knee, or the only step
+                best = max(range(len(kept)), key=lambda i: _good_rps(steps[i]["summary"]))
                 name = f"{stem}-latency.png"
-                plot_latency(kept[busiest], name, f"{workload.name}: {steps[busiest]['label']}")
+                plot_latency(kept[best], name, f"{workload.name}: {steps[best]['label']}")
                 report["files"].append(name)
             if len(steps) > 1 and opts.sweep:
                 name = f"{stem}-sweep.png"
@@ -170,6 +171,11 @@ async def run_benchmark(opts: BenchOptions) -> tuple[dict[str, Any], list[list[R
         report["files"].insert(0, str(opts.out))
         write_report(report, opts.out)
     return report, (kept if opts.keep_records else [])
+
+
+def _good_rps(summary: dict[str, Any]) -> float:
+    goodput = summary.get("goodput")
+    return float(goodput["requests_per_s"] if goodput else summary["throughput"]["requests_per_s"])
 
 
 def run(opts: BenchOptions) -> tuple[dict[str, Any], list[list[RequestRecord]]]:
