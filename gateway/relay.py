@@ -30,7 +30,14 @@ from gateway.backends.registry import BackendRegistry
 from gateway.backends.ttft import LatencyWindow
 from gateway.completion import StreamAssembler
 from gateway.context import RequestContext
-from gateway.errors import NoBackendAvailable, SwitchyardError, UpstreamError, UpstreamStatus, UpstreamTimeout
+from gateway.errors import (
+    BadRequest,
+    NoBackendAvailable,
+    SwitchyardError,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
 from gateway.settings import RelaySettings, ResilienceSettings
 from gateway.types import JSON
 from gateway.upstreams.base import UpstreamCall, UpstreamResponse
@@ -284,10 +291,12 @@ class Relay:
     def _record_failure(self, attempt: Attempt, error: SwitchyardError) -> None:
         outcome = _reason(error)
         metrics.UPSTREAM_REQUESTS.labels(attempt.backend, outcome).inc()
-        if isinstance(error, UpstreamStatus) and not error.retryable:
+        if isinstance(error, BadRequest) or (isinstance(error, UpstreamStatus) and not error.retryable):
             attempt.lease.backend.record_success()  # the backend is fine; the request was not
-        elif isinstance(error, UpstreamStatus) and error.upstream_status == 429:
-            attempt.lease.backend.circuit.release_probe()
+        elif isinstance(error, NoBackendAvailable) or (
+            isinstance(error, UpstreamStatus) and error.upstream_status == 429
+        ):
+            attempt.lease.backend.circuit.release_probe()  # busy is not broken
         else:
             attempt.lease.backend.record_failure()
 
@@ -335,6 +344,8 @@ def _task_error(task: asyncio.Task[Attempt]) -> SwitchyardError | None:
 
 
 def _reason(error: SwitchyardError) -> str:
+    if isinstance(error, BadRequest):
+        return "bad_request"
     if isinstance(error, UpstreamTimeout):
         return "timeout"
     if isinstance(error, UpstreamStatus):
