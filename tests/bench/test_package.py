@@ -6,6 +6,7 @@ MODULES = {
     "http",
     "plots",
     "prices",
+    "processes",
     "progress",
     "record",
     "report",

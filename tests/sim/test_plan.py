@@ -59,9 +59,7 @@ def test_delivery_schedule(
 
 
 def test_plan_uses_config_distributions() -> None:
-    cfg = SimConfig(
-        ttft_ms=Distribution.fixed(50), itl_ms=Distribution.fixed(5), output_tokens=Distribution.fixed(4)
-    )
+    cfg = SimConfig(ttft_ms=Distribution.fixed(50), itl_ms=Distribution.fixed(5), output_tokens=Distribution.fixed(4))
     plan = plan_request(cfg, None, random.Random(0), max_tokens=None)
     assert plan.fault is None and plan.finish_reason == "stop"
     assert plan.ttft_s == pytest.approx(0.05) and plan.itls_s == pytest.approx((0.005,) * 3)

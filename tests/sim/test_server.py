@@ -94,9 +94,7 @@ def test_same_prompt_gives_same_text(client: openai.OpenAI) -> None:
 
 
 def test_max_tokens_truncates_with_finish_length(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3
-    )
+    resp = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
     assert resp.choices[0].finish_reason == "length"
     assert resp.usage is not None and resp.usage.completion_tokens == 3
 
@@ -175,9 +173,7 @@ def test_streamed_tool_call_deltas_have_openai_shape(client: openai.OpenAI) -> N
     assert first.index == 0 and first.id and first.type == "function"
     assert first.function is not None and first.function.name == "get_weather"
     assert len(rest) == 5
-    assert all(
-        d.index == 0 and d.id is None and d.function is not None and d.function.name is None for d in rest
-    )
+    assert all(d.index == 0 and d.id is None and d.function is not None and d.function.name is None for d in rest)
     arguments = "".join(d.function.arguments or "" for d in deltas if d.function is not None)
     assert json.loads(arguments)["city"]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
@@ -278,9 +274,7 @@ def test_hang_then_client_timeout_is_recorded_as_cancellation(sim: ServerProcess
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "sim": {"fault": "hang"}}
     before = time.time()
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
-            sim.url + "/v1/chat/completions", json=body, headers={"x-request-id": "hung-1"}, timeout=0.3
-        )
+        httpx.post(sim.url + "/v1/chat/completions", json=body, headers={"x-request-id": "hung-1"}, timeout=0.3)
     deadline = time.monotonic() + 5
     while not stats(sim)["cancellations"] and time.monotonic() < deadline:
         time.sleep(0.02)  # polling another process's state
@@ -298,9 +292,7 @@ def test_disconnect_while_streaming_is_recorded(sim: ServerProcess) -> None:
         "stream": True,
         "sim": {"itl_ms": 50, "output_tokens": 100},
     }
-    with httpx.stream(
-        "POST", sim.url + "/v1/chat/completions", json=body, headers={"x-request-id": "left-1"}
-    ) as resp:
+    with httpx.stream("POST", sim.url + "/v1/chat/completions", json=body, headers={"x-request-id": "left-1"}) as resp:
         lines = resp.iter_lines()
         while "content" not in next(lines):
             pass
