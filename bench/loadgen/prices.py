@@ -1,6 +1,6 @@
 """Cost per request from a price table: USD per million input and output tokens, per model.
 
-Cache hits (`x-switchyard-cache: hit…`) cost nothing upstream, which is the point of a cache.
+Cache hits (`x-switchyard-cache: exact` or `semantic`) cost nothing upstream: the point of a cache.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from bench.loadgen.record import is_cache_hit
 
 __all__ = ["DEFAULT_PRICES", "Price", "load_prices", "parse_price", "request_cost"]
 
@@ -53,6 +55,6 @@ def request_cost(
 ) -> float | None:
     if price is None or (prompt_tokens is None and output_tokens is None):
         return None
-    if cache is not None and cache.lower().startswith("hit"):
+    if is_cache_hit(cache):
         return 0.0
     return ((prompt_tokens or 0) * price.input_per_mtok + (output_tokens or 0) * price.output_per_mtok) / 1e6

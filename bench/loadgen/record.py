@@ -13,7 +13,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["RequestRecord", "SseObserver", "parse_json_response"]
+__all__ = ["RequestRecord", "SseObserver", "is_cache_hit", "parse_json_response"]
+
+
+def is_cache_hit(status: str | None) -> bool:
+    """Whether an `x-switchyard-cache` value means the cache answered (`exact`, `semantic`, `hit…`)."""
+    if status is None:
+        return False
+    s = status.lower()
+    return s in ("exact", "semantic") or s.startswith("hit")
 
 
 @dataclass(slots=True)
@@ -33,7 +41,7 @@ class RequestRecord:
     output_tokens: int | None = None
     output_chars: int = 0
     finish_reason: str | None = None
-    cache: str | None = None  # x-switchyard-cache
+    cache: str | None = None  # x-switchyard-cache: exact, semantic, miss or bypass
     tools_in: int | None = None  # from x-switchyard-tools "<in>-><out>"
     tools_out: int | None = None
     tool_called: str | None = None

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.loadgen.prices import Price, request_cost
-from bench.loadgen.record import RequestRecord
+from bench.loadgen.record import RequestRecord, is_cache_hit
 from bench.loadgen.slo import meets_slo
 
 __all__ = [
@@ -93,7 +93,7 @@ def _group(records: Sequence[RequestRecord], wall_s: float) -> dict[str, Any]:
     }
     cache = Counter(r.cache for r in records if r.cache is not None)
     if cache:
-        out["cache_hit_ratio"] = sum(v for k, v in cache.items() if k.lower().startswith("hit")) / sum(cache.values())
+        out["cache_hit_ratio"] = sum(v for k, v in cache.items() if is_cache_hit(k)) / sum(cache.values())
     return out
 
 
@@ -138,7 +138,7 @@ def summarize(
         }
     cache = Counter(r.cache for r in records if r.cache is not None)
     if cache:
-        hits = sum(v for k, v in cache.items() if k.lower().startswith("hit"))
+        hits = sum(v for k, v in cache.items() if is_cache_hit(k))
         summary["cache"] = {"statuses": dict(cache), "hit_ratio": hits / sum(cache.values())}
     with_tools = [r for r in records if r.tools_in is not None]
     expected = [r for r in ok if r.expected_tool is not None]

@@ -124,7 +124,7 @@ def test_summarize_counts_errors_goodput_cache_tools_and_cost() -> None:
             ttft=0.9,
             out=10,
             prompt_tokens=100,
-            cache="hit-semantic",
+            cache="semantic",
             expected_tool="b",
             tool_called="c",
             priority="batch",
@@ -213,7 +213,7 @@ def test_target_paths() -> None:
     [
         (1000, 100, None, (1000 * 0.15 + 100 * 0.6) / 1e6),
         (1000, 100, "miss", (1000 * 0.15 + 100 * 0.6) / 1e6),
-        (1000, 100, "hit-exact", 0.0),
+        (1000, 100, "exact", 0.0),
         (None, None, None, None),
     ],
 )
@@ -225,3 +225,21 @@ def test_request_cost(prompt: int | None, out: int | None, cache: str | None, ex
 def test_parse_price_rejects_unknown_terms() -> None:
     with pytest.raises(ValueError):
         parse_price("input=1")
+
+
+@pytest.mark.parametrize(
+    ("status", "hit"),
+    [
+        ("exact", True),
+        ("semantic", True),
+        ("Semantic", True),
+        ("hit", True),
+        ("miss", False),
+        ("bypass", False),
+        (None, False),
+    ],
+)
+def test_cache_statuses(status: str | None, hit: bool) -> None:
+    from bench.loadgen.record import is_cache_hit
+
+    assert is_cache_hit(status) is hit

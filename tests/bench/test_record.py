@@ -107,5 +107,5 @@ def test_json_response() -> None:
 
 def test_headers() -> None:
     rec = RequestRecord(index=0)
-    rec.take_headers({b"x-switchyard-cache": b"hit-semantic", b"x-switchyard-tools": b"120->8"})
-    assert (rec.cache, rec.tools_in, rec.tools_out) == ("hit-semantic", 120, 8)
+    rec.take_headers({b"x-switchyard-cache": b"semantic", b"x-switchyard-tools": b"120->8"})
+    assert (rec.cache, rec.tools_in, rec.tools_out) == ("semantic", 120, 8)
