@@ -1,9 +1,10 @@
 """Streaming text from token ids: whole characters only, and stop strings cut out.
 
-`IncrementalDetokenizer` decodes a short window of recent tokens and emits only what the newest
-tokens added, holding back output while it ends in an incomplete UTF-8 sequence (decoded as U+FFFD)
-or before a merge that later tokens may still change. `StopStrings` holds back text that might be the
-start of a stop string and ends the stream at the first occurrence of one.
+`IncrementalDetokenizer` decodes a short window of recent tokens (so merges and leading spaces come
+out as in a full decode) and emits only what the newest tokens added, holding back a trailing
+incomplete UTF-8 sequence (decoded as U+FFFD) until the bytes that complete it arrive.
+`StopStrings` holds back text that might be the start of a stop string and ends the stream at the
+first occurrence of one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 __all__ = ["Decoder", "IncrementalDetokenizer", "StopStrings"]
 
 _PROMPT_CONTEXT = 6  # prompt tokens decoded with the output, so the first token's leading space is right
-_MAX_HELD_TOKENS = 8  # more than any UTF-8 character needs: past this an incomplete sequence is final
+_MAX_HELD_TOKENS = 16  # a window that never ends cleanly (a run of stray bytes) is cut here
 
 
 class Decoder(Protocol):
@@ -25,14 +26,13 @@ class IncrementalDetokenizer:
     def __init__(self, decoder: Decoder, prompt_token_ids: Sequence[int]):
         self._decoder = decoder
         self._ids = list(prompt_token_ids[-_PROMPT_CONTEXT:])
-        self._prefix = 0  # window start: tokens before it are never decoded again
-        self._read = len(self._ids)  # tokens before it have been emitted
+        self._read = len(self._ids)  # the window is `_ids`; text of `_ids[:_read]` is the context
+        self._sent = 0  # characters after the context already emitted
 
     def add(self, token_ids: Sequence[int]) -> str:
         """The new text that `token_ids` complete, possibly empty."""
         self._ids.extend(token_ids)
-        held = len(self._ids) - self._read
-        return self._emit(final=held > _MAX_HELD_TOKENS)
+        return self._emit(final=len(self._ids) - self._read > _MAX_HELD_TOKENS)
 
     def flush(self) -> str:
         """Whatever is still held back, at the end of the stream."""
@@ -40,14 +40,20 @@ class IncrementalDetokenizer:
 
     def _emit(self, final: bool) -> str:
         decode = self._decoder.decode
-        before = decode(self._ids[self._prefix:self._read], skip_special_tokens=True)
-        text = decode(self._ids[self._prefix:], skip_special_tokens=True)
-        if len(text) <= len(before) or (text.endswith("\ufffd") and not final):
-            return ""
-        # Move the window: the emitted tokens become the context for the next ones.
+        context = decode(self._ids[:self._read], skip_special_tokens=True)
+        new = decode(self._ids, skip_special_tokens=True)[len(context):]
+        if new.endswith("\ufffd") and not final:
+            # Only the last replacement character can be a sequence that later bytes complete
+            # (a lossy UTF-8 decode turns an unfinished one into a single U+FFFD); the rest is final.
+            ready = new[:-1]
+            out = ready[self._sent:]
+            self._sent = max(self._sent, len(ready))
+            return out
+        out = new[self._sent:]
+        # Slide the window: the tokens just emitted are the context for the next ones.
         self._ids = self._ids[self._read:]
-        self._prefix, self._read = 0, len(self._ids)
-        return text[len(before):]
+        self._read, self._sent = len(self._ids), 0
+        return out
 
 
 class StopStrings:

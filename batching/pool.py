@@ -17,7 +17,7 @@ import multiprocessing as mp
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -239,11 +239,11 @@ class WorkerPool:
 
     # -- generation ------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationOutput, None]:
         """Stream the completion of `request`. Leaving the loop early (break, cancellation) aborts the
         sequence in its worker, which frees its slot and KV blocks at the next iteration."""
-        tokenizer = self._require_tokenizer()
         state = self._submit(request)
+        tokenizer = self._require_tokenizer()
         detokenizer = IncrementalDetokenizer(tokenizer, request.prompt_token_ids)
         stops = StopStrings(request.sampling.stop)
         completion = 0
