@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import struct
 import sys
@@ -335,3 +336,23 @@ def test_invalid_json_body_is_400(sim: ServerProcess) -> None:
     r = httpx.post(sim.url + "/v1/chat/completions", content=b"{nope", headers={"x-request-id": "bad"})
     assert r.status_code == 400 and r.headers["x-request-id"] == "bad"
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_slow_stream_paces_tokens(sim: ServerProcess, client: openai.OpenAI) -> None:
+    httpx.post(sim.url + "/sim/config", json={"slow_itl_ms": 40})
+    try:
+        start = time.monotonic()
+        arrivals = []
+        for chunk in client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            extra_body={"sim": {"fault": "slow", "output_tokens": 4}},
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append(time.monotonic() - start)
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert len(gaps) == 3 and all(0.035 <= g <= 0.2 for g in gaps)
+        assert stats(sim)["errors_injected"] == {"slow": 1}
+    finally:
+        httpx.post(sim.url + "/sim/config", json={"slow_itl_ms": 1000})
