@@ -70,6 +70,17 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("switchyard: no key given", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `sim` and `bench` own their flags; hand them the rest of the command line untouched.
@@ -103,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path")
     check.set_defaults(func=_check_config)
+    hasher = sub.add_parser("hash-key", help="print the SHA-256 digest to put in auth.keys[].sha256")
+    hasher.add_argument("key", nargs="?", help="the API key (read from stdin when omitted)")
+    hasher.set_defaults(func=_hash_key)
     sub.add_parser("sim", help="run a simulated OpenAI-compatible backend (switchyard sim --help)")
     sub.add_parser("bench", help="LLM-aware load generator (switchyard bench --help)")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from batching import WorkerPool
@@ -28,9 +29,11 @@ from gateway.settings import BackendSettings, Settings
 from gateway.stages.admission import Admit
 from gateway.stages.auth import Authenticate
 from gateway.stages.cache import CacheStage
+from gateway.stages.tools import ToolStage
 from gateway.upstreams.base import UpstreamTransport
 from gateway.upstreams.local_engine import LocalEngineTransport
 from gateway.upstreams.openai_http import OpenAIHTTPTransport
+from router import ToolRouter
 
 __all__ = ["Services", "build_services"]
 
@@ -170,6 +173,13 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
         cache = ResponseCache(settings.cache, open_store(settings.cache), embedder)
         await cache.start()
         stages.append(CacheStage(cache, relay))
+    router = None
+    if settings.router.enabled and embedder is not None:
+        state = Path(settings.server.state_dir)
+        await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
+        router = ToolRouter(settings.router, embedder, redis=redis, state_path=state / "router.json")
+        await router.start()
+        stages.append(ToolStage(router, settings.router))
     pipeline = Pipeline(stages, relay, embedder=embedder)
     health = HealthChecker(backends, res.health_interval)
     services = Services(
@@ -191,6 +201,8 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
     for backend in backends:
         if isinstance(backend.transport, LocalEngineTransport):
             _start_engine(services, backend.transport)
+    if router is not None:
+        services.closers.append(router.aclose)
     if cache is not None:
         services.closers.append(cache.aclose)
         services.components["cache"] = lambda: {"ready": True, **cache.health()}  # bypass is not unready

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batching import EngineSettings
 from cache import CacheSettings
+from router import RouterSettings
 
 __all__ = [
     "AuthSettings",
@@ -45,20 +46,31 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in containers)")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on")
     workers: int = Field(1, ge=1, description="gateway processes sharing the port (remote backends only)")
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     drain_seconds: float = Field(30.0, ge=0, description="how long in-flight streams may run after SIGTERM")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
+    state_dir: str = Field(
+        "~/.local/state/switchyard", description="where state lives without Redis (the tool router's learning)"
+    )
+
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand(cls, value: str) -> str:
+        return os.path.expanduser(value)
 
 
 class KeySettings(_Section):
     """One API key, stored as the SHA-256 hex digest of the key, never the key itself."""
 
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    priority: Priority = "interactive"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key (`switchyard hash-key`)")
+    tenant: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="who the key belongs to"
+    )
+    priority: Priority = Field("interactive", description="SLO class of this key's requests")
     rpm: int | None = Field(None, ge=1, description="requests per minute; default: limits.rpm")
     tpm: int | None = Field(None, ge=1, description="tokens per minute; default: limits.tpm")
     models: list[str] | None = Field(None, description="models this key may use; default: all")
@@ -68,7 +80,7 @@ class AuthSettings(_Section):
     mode: Literal["keys", "none"] = Field(
         "keys", description="`none` turns authentication off (development only, chosen explicitly)"
     )
-    keys: list[KeySettings] = []
+    keys: list[KeySettings] = Field(default_factory=list, description="API keys and their tenants")
     redis_keys: bool = Field(False, description="also look keys up in Redis (`switchyard:key:<sha256>`)")
 
 
@@ -82,22 +94,21 @@ class LimitSettings(_Section):
 
 class RedisSettings(_Section):
     url: str | None = Field(None, description="redis://host:port/db; none keeps everything in memory")
-    socket_timeout: float = Field(0.25, gt=0)
-    key_prefix: str = "switchyard:"
+    socket_timeout: float = Field(0.25, gt=0, description="seconds before a Redis call counts as failed")
+    key_prefix: str = Field("switchyard:", description="prefix of every key the gateway writes")
 
 
 class BackendSettings(_Section):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    type: Literal["openai", "local"] = "openai"
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="label in metrics")
+    type: Literal["openai", "local"] = Field("openai", description="remote OpenAI-compatible server or built-in engine")
     base_url: str | None = Field(None, description="OpenAI-compatible base URL ending in /v1 (type openai)")
     api_key_env: str | None = Field(None, description="environment variable holding the upstream key")
     models: list[str] = Field(default_factory=list, description="model names served; empty: discover")
     aliases: dict[str, str] = Field(default_factory=dict, description="public name → upstream model name")
-    weight: float = Field(1.0, gt=0)
-    max_concurrency: int = Field(256, ge=1)
-    connect_timeout: float = Field(2.0, gt=0)
-    read_timeout: float = Field(120.0, gt=0)
-    health_path: str = "/models"
+    weight: float = Field(1.0, gt=0, description="share of traffic relative to other backends of a model")
+    max_concurrency: int = Field(256, ge=1, description="requests in flight to this backend at most")
+    connect_timeout: float = Field(2.0, gt=0, description="seconds to open a connection")
+    read_timeout: float = Field(120.0, gt=0, description="seconds without a byte from the upstream")
     engine: EngineSettings | None = Field(None, description="local engine settings (type local)")
 
     @model_validator(mode="after")
@@ -132,25 +143,27 @@ class BackendSettings(_Section):
 
 class ResilienceSettings(_Section):
     retries: int = Field(2, ge=0, le=10, description="extra attempts on connect errors, 429 and 5xx")
-    backoff_base: float = Field(0.05, ge=0)
-    backoff_max: float = Field(1.0, ge=0)
+    backoff_base: float = Field(0.05, ge=0, description="first retry waits about this long (jittered, doubling)")
+    backoff_max: float = Field(1.0, ge=0, description="longest wait between retries")
     circuit_failures: int = Field(5, ge=1, description="consecutive failures that open a backend's circuit")
     circuit_cooldown: float = Field(10.0, gt=0, description="seconds before a half-open probe")
     wait_for_backend: float = Field(
         2.0, ge=0, description="seconds to wait for a cooling backend instead of failing at once"
     )
-    health_interval: float = Field(10.0, gt=0)
+    health_interval: float = Field(10.0, gt=0, description="seconds between active health checks")
     fallbacks: dict[str, list[str]] = Field(default_factory=dict, description="model → models to try next")
 
 
 class RelaySettings(_Section):
-    balancer: Literal["least_outstanding", "ttft"] = "ttft"
+    balancer: Literal["least_outstanding", "ttft"] = Field(
+        "ttft", description="pick by predicted time to first token, or by fewest requests in flight (weighted)"
+    )
     first_token_deadline: float | None = Field(
         None, gt=0, description="seconds; none derives it from the recent p95 TTFT"
     )
-    deadline_p95_factor: float = Field(1.5, ge=1.0)
-    deadline_min: float = Field(0.25, gt=0)
-    hedge: bool = True
+    deadline_p95_factor: float = Field(1.5, ge=1.0, description="derived deadline = this × recent p95 TTFT")
+    deadline_min: float = Field(0.25, gt=0, description="derived deadlines are never shorter")
+    hedge: bool = Field(True, description="send a hedge to the next-best backend past the deadline")
     hedge_budget: float = Field(0.1, ge=0, le=1, description="extra upstream requests as a fraction")
     stall_timeout: float = Field(30.0, gt=0, description="longest gap between chunks before a stream is cut")
     keepalive_interval: float | None = Field(
@@ -174,8 +187,8 @@ class EmbedderSettings(_Section):
 
     enabled: bool | None = Field(None, description="none: load it when the semantic cache or the router needs it")
     model_path: str | None = Field(None, description="a sentence-transformers directory; default: bundled MiniLM")
-    max_batch: int = Field(64, ge=1)
-    device: str = "cpu"
+    max_batch: int = Field(64, ge=1, description="texts embedded in one call at most")
+    device: str = Field("cpu", description="torch device for the embedder")
 
 
 class Settings(_Section):
@@ -187,7 +200,7 @@ class Settings(_Section):
     resilience: ResilienceSettings = ResilienceSettings()
     relay: RelaySettings = RelaySettings()
     cache: CacheSettings = CacheSettings()
-    router: dict[str, Any] = Field(default_factory=dict)
+    router: RouterSettings = RouterSettings()
     embedder: EmbedderSettings = EmbedderSettings()
 
     @model_validator(mode="after")
@@ -222,7 +235,7 @@ class Settings(_Section):
     def needs_embedder(self) -> bool:
         if self.embedder.enabled is not None:
             return self.embedder.enabled
-        return self.cache.enabled and self.cache.semantic
+        return (self.cache.enabled and self.cache.semantic) or self.router.enabled
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

@@ -38,9 +38,11 @@ def start_gateway(
     """A gateway process with `config`. `lean` turns off what needs the embedding model (the
     semantic cache) unless the config asks for it, so tests that are not about it start fast."""
     port = free_port()
-    config = {**config, "server": {**config.get("server", {}), "port": port}}
+    state_dir = tmp_path / f"{name}-{port}-state"  # router learning never leaks between tests
+    config = {**config, "server": {"state_dir": str(state_dir), **config.get("server", {}), "port": port}}
     if lean:
         config.setdefault("cache", {"semantic": False})
+        config.setdefault("router", {"enabled": False})
     cfg = write_config(tmp_path / f"{name}-{port}.yaml", config)
     proc = ServerProcess(
         switchyard_command("serve", "--config", str(cfg), *extra_args),
