@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,7 +95,7 @@ def sampling_from(body: JSON) -> SamplingParams:
 class _LocalResponse:
     """One generation. `send` already holds its first output, so admission errors surfaced there."""
 
-    def __init__(self, backend: str, call: UpstreamCall, stream: AsyncIterator[GenerationOutput],
+    def __init__(self, backend: str, call: UpstreamCall, stream: AsyncGenerator[GenerationOutput, None],
                  first: GenerationOutput):
         self._backend = backend
         self._call = call
@@ -161,7 +161,7 @@ class _LocalResponse:
 
     async def aclose(self) -> None:
         # Closing the generator cancels the sequence in its worker: its slot frees next iteration.
-        await self._stream.aclose()  # type: ignore[attr-defined]
+        await self._stream.aclose()
 
 
 def _usage(out: GenerationOutput) -> JSON:
@@ -214,7 +214,7 @@ class LocalEngineTransport:
             try:
                 first = await anext(stream)
             except BaseException:
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
                 raise
         return _LocalResponse(self.name, call, stream, first)
 
