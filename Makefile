@@ -24,6 +24,10 @@ serve: $(STAMP)
 	$(BIN)/switchyard serve
 
 test: $(STAMP)
+	@# The tests start private redis-server processes; install it when this machine can.
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } || \
+		{ echo "the tests need redis-server on PATH (Debian: apt-get install redis-server)"; exit 1; }
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

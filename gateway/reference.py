@@ -1,7 +1,8 @@
 """README reference tables generated from the code, so they cannot drift from it: every
 configuration key (from the settings models) and every metric (from the Prometheus registry).
 
-`python -m gateway.reference` prints both; a test checks that README.md carries them unchanged.
+`python -m gateway.reference` prints both, `python -m gateway.reference --write README.md` refreshes
+them in place; a test checks that README.md carries them unchanged.
 """
 
 from __future__ import annotations
@@ -98,7 +99,24 @@ def metrics_table() -> str:
     return "\n".join(header + [rows[k] for k in sorted(rows)])
 
 
+def update(readme: str) -> str:
+    """`readme` with its generated sections replaced by the current tables."""
+    for name, table in (("config-reference", config_table()), ("metrics-reference", metrics_table())):
+        start, end = f"<!-- {name}:start -->\n", f"\n<!-- {name}:end -->"
+        head, _, rest = readme.partition(start)
+        _, _, tail = rest.partition(end)
+        readme = head + start + table + end + tail
+    return readme
+
+
 if __name__ == "__main__":
-    print(config_table())
-    print()
-    print(metrics_table())
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:2] == ["--write"]:  # python -m gateway.reference --write README.md
+        path = Path(sys.argv[2])
+        path.write_text(update(path.read_text()))
+    else:
+        print(config_table())
+        print()
+        print(metrics_table())
