@@ -223,6 +223,7 @@ async def run_ablation(
         hits = []
         for i, query in enumerate(queries):
             tools = catalogue(query, pool, size, rng)
+            await router.prepare(tools)
             hits.append(_kept(await router.narrow("bench", tools, query.messages, query_vector=vectors[i]), query.name))
         out[label] = round(float(np.mean(hits)), 4)
     return {"size": size, "k": 10, "recall": out}

@@ -26,11 +26,11 @@ Band = Literal["high", "medium", "low"]
 
 @dataclass(frozen=True, slots=True)
 class KeepPolicy:
-    min_keep: int = 4
+    min_keep: int = 3
     max_keep: int = 15
-    margin: float = 0.35
+    margin: float = 0.45
     widen_below: float = 0.7
-    widen_keep: int = 50
+    widen_keep: int = 80
     fallback_below: float = 0.3
     high_from: float = 1.0
 

@@ -21,30 +21,30 @@ class RouterSettings(BaseModel):
     # Scoring: dense similarity of the intent to the tool's full text and to its description alone,
     # plus a lexical (BM25) score normalised by its best match in the catalogue.
     description_weight: float = Field(0.5, ge=0)
-    lexical_weight: float = Field(0.3, ge=0)
+    lexical_weight: float = Field(0.4, ge=0)
 
     # Adaptive k (see router/narrow.py): keep every tool within `margin` of the best score, at least
     # `min_keep`, at most `max_keep`. A best score under `widen_below` keeps `widen_keep`; under
     # `fallback_below` the full list passes.
-    min_keep: int = Field(4, ge=1)
+    min_keep: int = Field(3, ge=1)
     max_keep: int = Field(15, ge=1)
-    margin: float = Field(0.35, ge=0)
+    margin: float = Field(0.45, ge=0)
     widen_below: float = Field(0.7, ge=0)
-    widen_keep: int = Field(50, ge=1)
+    widen_keep: int = Field(80, ge=1)
     fallback_below: float = Field(0.3, ge=0)
     high_from: float = Field(1.0, ge=0, description="best score from which the confidence band is `high`")
 
     # Feedback: observed tool calls are labelled examples for a classifier per catalogue.
     feedback: bool = True
-    feedback_weight: float = Field(1.5, ge=0, description="largest boost the classifier gives a tool")
+    feedback_weight: float = Field(2.5, ge=0, description="largest boost the classifier gives a tool")
     feedback_similarity: tuple[float, float] = Field(
-        (0.5, 0.9), description="similarity to a past example below which it counts for nothing, and at "
+        (0.2, 0.6), description="similarity to a past example below which it counts for nothing, and at "
         "which it counts fully"
     )
     share_feedback: bool = Field(False, description="pool every tenant's feedback (else each tenant learns alone)")
     max_examples: int = Field(2000, ge=1, description="examples kept per scope (oldest dropped first)")
     train_interval_s: float = Field(1.0, gt=0, description="how often the background task looks for new work")
-    classifier_c: float = Field(4.0, gt=0, description="inverse regularisation of the logistic regression")
+    classifier_c: float = Field(16.0, gt=0, description="inverse regularisation of the logistic regression")
 
     shadow_fraction: float = Field(0.02, ge=0, le=1, description="narrowed requests sent with the full list "
                                    "and judged: was the tool the model called in the kept set?")
