@@ -1,10 +1,10 @@
 """Tool router: narrows a request's `tools` to those matching its intent, and learns from tool calls.
 
-    router = ToolRouter(RouterSettings(), embedder, redis=None, state_path=None)
-    await router.start()
-    n = await router.narrow(tenant, tools, messages, tool_choice, query_vector)   # n.tools go upstream
-    router.observe(tenant, n, ["called_tool_name"])                              # feedback, never blocks
-    await router.aclose()
+router = ToolRouter(RouterSettings(), embedder, redis=None, state_path=None)
+await router.start()
+n = await router.narrow(tenant, tools, messages, tool_choice, query_vector)   # n.tools go upstream
+router.observe(tenant, n, ["called_tool_name"])                              # feedback, never blocks
+await router.aclose()
 """
 
 from router.embedder import Embedder

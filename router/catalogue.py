@@ -49,8 +49,9 @@ class Catalogue:
     def id(self) -> str:
         return self.identity.id
 
-    def scores(self, query: Vectors, query_words: Sequence[str], description_weight: float,
-               lexical_weight: float) -> npt.NDArray[np.float64]:
+    def scores(
+        self, query: Vectors, query_words: Sequence[str], description_weight: float, lexical_weight: float
+    ) -> npt.NDArray[np.float64]:
         dense = self.full @ query + description_weight * (self.description @ query)
         out = dense.astype(np.float64)
         if lexical_weight:

@@ -61,8 +61,9 @@ class CatalogueModel:
     examples: npt.NDArray[np.float32]  # (m, dim) the examples it was trained on
     labels: npt.NDArray[np.intp]  # (m,) index into classes
 
-    def boosts(self, query: Vectors, names: Sequence[str | None], similarity: tuple[float, float]) -> (
-            npt.NDArray[np.float64]):
+    def boosts(
+        self, query: Vectors, names: Sequence[str | None], similarity: tuple[float, float]
+    ) -> npt.NDArray[np.float64]:
         """Per tool position, a boost in [0, 1]."""
         k = len(self.classes)
         if len(self.coef):
@@ -88,8 +89,13 @@ class CatalogueModel:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez_compressed(
-            buffer, version=np.array(self.version), classes=np.array(self.classes, dtype=str), coef=self.coef,
-            intercept=self.intercept, examples=self.examples.astype(np.float16), labels=self.labels,
+            buffer,
+            version=np.array(self.version),
+            classes=np.array(self.classes, dtype=str),
+            coef=self.coef,
+            intercept=self.intercept,
+            examples=self.examples.astype(np.float16),
+            labels=self.labels,
         )
         return buffer.getvalue()
 
@@ -98,10 +104,14 @@ class CatalogueModel:
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as data:
                 return cls(
-                    scope=scope, catalogue=catalogue, version=int(data["version"]),
-                    classes=tuple(str(c) for c in data["classes"]), coef=data["coef"].astype(np.float32),
+                    scope=scope,
+                    catalogue=catalogue,
+                    version=int(data["version"]),
+                    classes=tuple(str(c) for c in data["classes"]),
+                    coef=data["coef"].astype(np.float32),
                     intercept=data["intercept"].astype(np.float32),
-                    examples=data["examples"].astype(np.float32), labels=data["labels"].astype(np.intp),
+                    examples=data["examples"].astype(np.float32),
+                    labels=data["labels"].astype(np.intp),
                 )
         except (ValueError, KeyError, OSError):
             return None
@@ -137,8 +147,16 @@ def train(job: TrainingJob, c: float) -> CatalogueModel | None:
         if len(classes) == 2:  # sklearn keeps one row for two classes: make it a two-way softmax
             coef = np.concatenate([-coef / 2, coef / 2])
             intercept = np.concatenate([-intercept / 2, intercept / 2])
-    return CatalogueModel(scope=job.scope, catalogue=job.catalogue, version=job.version, classes=classes,
-                          coef=coef, intercept=intercept, examples=x, labels=y)
+    return CatalogueModel(
+        scope=job.scope,
+        catalogue=job.catalogue,
+        version=job.version,
+        classes=classes,
+        coef=coef,
+        intercept=intercept,
+        examples=x,
+        labels=y,
+    )
 
 
 class FeedbackBook:

@@ -20,22 +20,31 @@ __all__ = [
 
 _TOOL_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 50, 64, 128, 256, 512, 1024)
 
-REQUESTS = Counter("switchyard_router_requests_total", "Requests seen by the tool router, by outcome",
-                   ["outcome"])  # passthrough | narrowed | fallback | shadow
-TOOLS_IN = Histogram("switchyard_router_tools_in", "Tools in a request the router scored", buckets=_TOOL_BUCKETS)
-TOOLS_OUT = Histogram("switchyard_router_tools_out", "Tools sent on after narrowing", buckets=_TOOL_BUCKETS)
+REQUESTS = Counter(
+    "switchyard_router_requests_total", "Requests seen by the tool router, by outcome", ["outcome"]
+)  # passthrough | narrowed | fallback | shadow
+TOOLS_IN = Histogram("switchyard_router_tools_in", "Tools in a request that carries tools", buckets=_TOOL_BUCKETS)
+TOOLS_OUT = Histogram(
+    "switchyard_router_tools_out", "Tools sent upstream (after narrowing, when it narrowed)", buckets=_TOOL_BUCKETS
+)
 BANDS = Counter("switchyard_router_confidence_total", "Scored requests by confidence band", ["band"])
 CLASSIFIER_SECONDS = Histogram(
-    "switchyard_router_classifier_seconds", "Time to score and narrow one request (embedding included when "
-    "the router embeds the intent itself)",
+    "switchyard_router_classifier_seconds",
+    "Time to score and narrow one request (embedding included when the router embeds the intent itself)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-FALLBACKS = Counter("switchyard_router_fallbacks_total", "Requests that passed with the full tool list",
-                    ["reason"])  # low_confidence | no_intent | embedding | warming
-FEEDBACK_EXAMPLES = Counter("switchyard_router_feedback_examples_total",
-                            "Observed tool calls recorded as feedback examples")
+FALLBACKS = Counter(
+    "switchyard_router_fallbacks_total", "Requests that passed with the full tool list", ["reason"]
+)  # low_confidence | no_intent | embedding | warming
+FEEDBACK_EXAMPLES = Counter(
+    "switchyard_router_feedback_examples_total", "Observed tool calls recorded as feedback examples"
+)
 TRAININGS = Counter("switchyard_router_trainings_total", "Feedback classifiers trained")
-SHADOW = Counter("switchyard_router_shadow_total",
-                 "Shadow-measured tool calls: was the called tool in the kept set?", ["result"])  # kept | missed
-LIVE_RECALL = Gauge("switchyard_router_live_recall", "Share of shadow-measured tool calls whose tool the "
-                    "router kept (last 1000 per process)", multiprocess_mode="liveall")
+SHADOW = Counter(
+    "switchyard_router_shadow_total", "Shadow-measured tool calls: was the called tool in the kept set?", ["result"]
+)  # kept | missed
+LIVE_RECALL = Gauge(
+    "switchyard_router_live_recall",
+    "Share of shadow-measured tool calls whose tool the router kept (last 1000 per process)",
+    multiprocess_mode="liveall",
+)

@@ -11,8 +11,7 @@ from router.narrow import Band
 __all__ = ["Narrowing", "Reason"]
 
 # few_tools, disabled: not scored. narrowed, shadow: scored. The rest pass the full list (`fallback`).
-Reason = Literal["few_tools", "disabled", "narrowed", "shadow", "low_confidence", "no_intent", "embedding",
-                 "warming"]
+Reason = Literal["few_tools", "disabled", "narrowed", "shadow", "low_confidence", "no_intent", "embedding", "warming"]
 
 
 @dataclass(frozen=True, slots=True)

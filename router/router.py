@@ -42,19 +42,27 @@ _SHARED_SCOPE = "*"
 
 
 class ToolRouter:
-    def __init__(self, settings: RouterSettings, embedder: Embedder, redis: Redis | None = None,
-                 state_path: Path | None = None):
+    def __init__(
+        self, settings: RouterSettings, embedder: Embedder, redis: Redis | None = None, state_path: Path | None = None
+    ):
         self._settings = settings
         self._embedder = embedder
         self._policy = KeepPolicy(
-            min_keep=settings.min_keep, max_keep=settings.max_keep, margin=settings.margin,
-            widen_below=settings.widen_below, widen_keep=settings.widen_keep,
-            fallback_below=settings.fallback_below, high_from=settings.high_from,
+            min_keep=settings.min_keep,
+            max_keep=settings.max_keep,
+            margin=settings.margin,
+            widen_below=settings.widen_below,
+            widen_keep=settings.widen_keep,
+            fallback_below=settings.fallback_below,
+            high_from=settings.high_from,
         )
         self._vectors = ToolVectors(embedder, redis, key=f"{settings.redis_prefix}vec")
         self._catalogues = CatalogueCache(settings.catalogue_cache)
-        self._state: State = (RedisState(redis, settings.redis_prefix, settings.max_examples) if redis is not None
-                              else FileState(state_path, settings.max_examples))
+        self._state: State = (
+            RedisState(redis, settings.redis_prefix, settings.max_examples)
+            if redis is not None
+            else FileState(state_path, settings.max_examples)
+        )
         self._book = FeedbackBook(settings.max_examples)
         self._pending: list[tuple[str, Example]] = []
         self._warming: dict[str, tuple[Identity, list[dict[str, Any]]]] = {}
@@ -115,16 +123,34 @@ class ToolRouter:
         """Embed and index a catalogue ahead of its first request; returns its id."""
         return (await self._catalogue(tools, embed_all=True) or _never()).id
 
-    async def narrow(self, tenant: str, tools: list[dict[str, Any]], messages: Sequence[Mapping[str, Any]],
-                     tool_choice: Any = None, query_vector: Vectors | None = None) -> Narrowing:
+    async def narrow(
+        self,
+        tenant: str,
+        tools: list[dict[str, Any]],
+        messages: Sequence[Mapping[str, Any]],
+        tool_choice: Any = None,
+        query_vector: Vectors | None = None,
+    ) -> Narrowing:
         started = time.perf_counter()
         n = len(tools)
+        if n:
+            metrics.TOOLS_IN.observe(n)
         if not self._settings.enabled or n <= self._settings.threshold:
             metrics.REQUESTS.labels("passthrough").inc()
-            return Narrowing(tools=tools, tools_in=n, tools_out=n, confidence=0.0, band=None, fallback=False,
-                             narrowed=False, shadow=False, catalogue=None,
-                             reason="few_tools" if self._settings.enabled else "disabled")
-        metrics.TOOLS_IN.observe(n)
+            if n:
+                metrics.TOOLS_OUT.observe(n)
+            return Narrowing(
+                tools=tools,
+                tools_in=n,
+                tools_out=n,
+                confidence=0.0,
+                band=None,
+                fallback=False,
+                narrowed=False,
+                shadow=False,
+                catalogue=None,
+                reason="few_tools" if self._settings.enabled else "disabled",
+            )
         catalogue = await self._catalogue(tools, embed_all=False)
         if catalogue is None:
             return self._fallback(tools, None, "warming", started)
@@ -141,12 +167,10 @@ class ToolRouter:
 
         scope = self.scope(tenant)
         names = catalogue.identity.names
-        scores = catalogue.scores(vector, words(text), self._settings.description_weight,
-                                  self._settings.lexical_weight)
+        scores = catalogue.scores(vector, words(text), self._settings.description_weight, self._settings.lexical_weight)
         model = self._book.model(scope, catalogue.id) if self._settings.feedback else None
         if model is not None:
-            scores += self._settings.feedback_weight * model.boosts(vector, names,
-                                                                    self._settings.feedback_similarity)
+            scores += self._settings.feedback_weight * model.boosts(vector, names, self._settings.feedback_similarity)
         if self._settings.feedback:
             self._book.saw(scope, catalogue.id, names)
         survivors = forced_tools(tool_choice) | called_tools(messages) | set(self._settings.pinned)
@@ -162,13 +186,25 @@ class ToolRouter:
         metrics.BANDS.labels(decision.band).inc()
         metrics.TOOLS_OUT.observe(len(sent))
         metrics.CLASSIFIER_SECONDS.observe(time.perf_counter() - started)
-        return Narrowing(tools=sent, tools_in=n, tools_out=len(sent), confidence=decision.confidence,
-                         band=decision.band, fallback=False, narrowed=len(sent) < n, shadow=shadow,
-                         catalogue=catalogue.id, reason="shadow" if shadow else "narrowed", kept=kept_names,
-                         names=names, vector=vector)
+        return Narrowing(
+            tools=sent,
+            tools_in=n,
+            tools_out=len(sent),
+            confidence=decision.confidence,
+            band=decision.band,
+            fallback=False,
+            narrowed=len(sent) < n,
+            shadow=shadow,
+            catalogue=catalogue.id,
+            reason="shadow" if shadow else "narrowed",
+            kept=kept_names,
+            names=names,
+            vector=vector,
+        )
 
-    def observe(self, tenant: str, narrowing: Narrowing, called: Sequence[str],
-                query_vector: Vectors | None = None) -> None:
+    def observe(
+        self, tenant: str, narrowing: Narrowing, called: Sequence[str], query_vector: Vectors | None = None
+    ) -> None:
         """Record the tools the model called for a narrowed request. Never blocks: queued for the
         background task. Names the request did not offer are ignored."""
         offered = set(narrowing.names)
@@ -197,18 +233,36 @@ class ToolRouter:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _fallback(self, tools: list[dict[str, Any]], catalogue: Catalogue | None, reason: Reason, started: float,
-                  vector: Vectors | None = None, confidence: float = 0.0) -> Narrowing:
+    def _fallback(
+        self,
+        tools: list[dict[str, Any]],
+        catalogue: Catalogue | None,
+        reason: Reason,
+        started: float,
+        vector: Vectors | None = None,
+        confidence: float = 0.0,
+    ) -> Narrowing:
         metrics.REQUESTS.labels("fallback").inc()
         metrics.FALLBACKS.labels(reason).inc()
         metrics.BANDS.labels("low").inc()
         metrics.TOOLS_OUT.observe(len(tools))
         metrics.CLASSIFIER_SECONDS.observe(time.perf_counter() - started)
         names = catalogue.identity.names if catalogue is not None else ()
-        return Narrowing(tools=tools, tools_in=len(tools), tools_out=len(tools), confidence=confidence, band="low",
-                         fallback=True, narrowed=False, shadow=False,
-                         catalogue=catalogue.id if catalogue is not None else None, reason=reason,
-                         kept=frozenset(n for n in names if n is not None), names=names, vector=vector)
+        return Narrowing(
+            tools=tools,
+            tools_in=len(tools),
+            tools_out=len(tools),
+            confidence=confidence,
+            band="low",
+            fallback=True,
+            narrowed=False,
+            shadow=False,
+            catalogue=catalogue.id if catalogue is not None else None,
+            reason=reason,
+            kept=frozenset(n for n in names if n is not None),
+            names=names,
+            vector=vector,
+        )
 
     async def _embed_intent(self, text: str) -> Vectors | None:
         try:

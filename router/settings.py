@@ -38,19 +38,28 @@ class RouterSettings(BaseModel):
     feedback: bool = True
     feedback_weight: float = Field(2.5, ge=0, description="largest boost the classifier gives a tool")
     feedback_similarity: tuple[float, float] = Field(
-        (0.2, 0.6), description="similarity to a past example below which it counts for nothing, and at "
-        "which it counts fully"
+        (0.2, 0.6),
+        description="similarity to a past example below which it counts for nothing, and at which it counts fully",
     )
     share_feedback: bool = Field(False, description="pool every tenant's feedback (else each tenant learns alone)")
     max_examples: int = Field(2000, ge=1, description="examples kept per scope (oldest dropped first)")
     train_interval_s: float = Field(1.0, gt=0, description="how often the background task looks for new work")
     classifier_c: float = Field(16.0, gt=0, description="inverse regularisation of the logistic regression")
 
-    shadow_fraction: float = Field(0.02, ge=0, le=1, description="narrowed requests sent with the full list "
-                                   "and judged: was the tool the model called in the kept set?")
+    shadow_fraction: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="narrowed requests sent with the full list "
+        "and judged: was the tool the model called in the kept set?",
+    )
     embed_timeout_s: float = Field(0.5, gt=0, description="when the router must embed the intent itself")
-    inline_embed_max: int = Field(64, ge=0, description="unseen tools embedded on the request path; with "
-                                  "more, the request passes whole and they are embedded in the background")
+    inline_embed_max: int = Field(
+        64,
+        ge=0,
+        description="unseen tools embedded on the request path; with "
+        "more, the request passes whole and they are embedded in the background",
+    )
     redis_prefix: str = "switchyard:router:"
     catalogue_cache: int = Field(256, ge=1, description="tool catalogues kept ready in memory")
 

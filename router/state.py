@@ -68,8 +68,9 @@ class RedisState:
         return f"{self._prefix}{kind}:{scope}" if scope else f"{self._prefix}{kind}"
 
     async def versions(self) -> dict[str, int]:
-        scopes = sorted(s.decode() if isinstance(s, bytes) else str(s)
-                        for s in await self._redis.smembers(self._key("scopes")))
+        scopes = sorted(
+            s.decode() if isinstance(s, bytes) else str(s) for s in await self._redis.smembers(self._key("scopes"))
+        )
         if not scopes:
             return {}
         values = await self._redis.mget([self._key("ver", s) for s in scopes])
@@ -167,11 +168,13 @@ class FileState:
     async def _write(self) -> None:
         if self._path is None:
             return
-        snapshot = json.dumps({
-            "version": 1,
-            "scopes": {s: {"version": self._versions[s], "examples": e} for s, e in self._examples.items()},
-            "models": self._models,
-        })
+        snapshot = json.dumps(
+            {
+                "version": 1,
+                "scopes": {s: {"version": self._versions[s], "examples": e} for s, e in self._examples.items()},
+                "models": self._models,
+            }
+        )
         async with self._lock:
             await asyncio.to_thread(_atomic_write, self._path, snapshot)
 

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class ToolVectors:
-    def __init__(self, embedder: Embedder, redis: Redis | None = None, key: str = "switchyard:router:vec",
-                 capacity: int = 50_000):
+    def __init__(
+        self, embedder: Embedder, redis: Redis | None = None, key: str = "switchyard:router:vec", capacity: int = 50_000
+    ):
         self._embedder = embedder
         self._redis = redis
         self._key = key

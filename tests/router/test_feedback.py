@@ -23,9 +23,11 @@ def test_example_round_trips_through_json() -> None:
 
 def test_trained_model_boosts_the_tool_whose_examples_the_intent_resembles() -> None:
     a, b = _unit(1), _unit(2)
-    examples = tuple([Example("alpha", _near(a, i), "t") for i in range(5)]
-                     + [Example("beta", _near(b, 10 + i), "t") for i in range(5)]
-                     + [Example("elsewhere", _unit(3), "t")])  # not in this catalogue: ignored
+    examples = tuple(
+        [Example("alpha", _near(a, i), "t") for i in range(5)]
+        + [Example("beta", _near(b, 10 + i), "t") for i in range(5)]
+        + [Example("elsewhere", _unit(3), "t")]
+    )  # not in this catalogue: ignored
     model = train(TrainingJob("t", "cat", frozenset({"alpha", "beta", "gamma"}), 11, examples), c=4.0)
     assert model is not None and model.classes == ("alpha", "beta")
     names = ("gamma", "beta", None, "alpha")
@@ -63,6 +65,16 @@ def test_book_schedules_training_only_where_there_is_something_new() -> None:
     book.add("t", [Example("beta", _unit(i), "t") for i in range(4)])
     assert book.version("t") == 5 and len(book.examples("t")) == 3  # bounded, oldest dropped
     assert [j.version for j in book.stale()] == [5]
-    book.install(CatalogueModel("t", "cat1", 0, (), np.zeros((0, 16), np.float32), np.zeros(0, np.float32),
-                                np.zeros((0, 16), np.float32), np.zeros(0, np.intp)))
+    book.install(
+        CatalogueModel(
+            "t",
+            "cat1",
+            0,
+            (),
+            np.zeros((0, 16), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, 16), np.float32),
+            np.zeros(0, np.intp),
+        )
+    )
     assert book.model("t", "cat1") is model  # an older model never replaces a newer one

@@ -9,16 +9,41 @@ from router.intent import called_tools, forced_tools, intent_text
     ("messages", "text"),
     [
         ([{"role": "user", "content": "hello"}], "hello"),
-        ([{"role": "system", "content": "be terse"}, {"role": "user", "content": "first"},
-          {"role": "assistant", "content": "ok"}, {"role": "user", "content": " second "}], "second"),
-        ([{"role": "user", "content": [{"type": "text", "text": "look at"},
-                                       {"type": "image_url", "image_url": {"url": "x"}},
-                                       {"type": "text", "text": "this"}]}], "look at this"),
+        (
+            [
+                {"role": "system", "content": "be terse"},
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": " second "},
+            ],
+            "second",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "look at"},
+                        {"type": "image_url", "image_url": {"url": "x"}},
+                        {"type": "text", "text": "this"},
+                    ],
+                }
+            ],
+            "look at this",
+        ),
         # A trailing tool result: the intent is still the last thing the user asked.
-        ([{"role": "user", "content": "weather in Oslo"},
-          {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function",
-                                                                "function": {"name": "w", "arguments": "{}"}}]},
-          {"role": "tool", "tool_call_id": "1", "content": "rain"}], "weather in Oslo"),
+        (
+            [
+                {"role": "user", "content": "weather in Oslo"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+                },
+                {"role": "tool", "tool_call_id": "1", "content": "rain"},
+            ],
+            "weather in Oslo",
+        ),
         ([{"role": "user", "content": "  "}, {"role": "system", "content": "x"}], ""),
         ([], ""),
     ],
@@ -30,8 +55,13 @@ def test_intent_text(messages: list[dict[str, Any]], text: str) -> None:
 def test_called_tools_reads_tool_calls_and_legacy_shapes() -> None:
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": "x"},
-        {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "a", "arguments": "{}"}},
-                                             {"type": "function", "function": {"name": "b", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "a", "arguments": "{}"}},
+                {"type": "function", "function": {"name": "b", "arguments": "{}"}},
+            ],
+        },
         {"role": "assistant", "function_call": {"name": "c", "arguments": "{}"}},
         {"role": "function", "name": "d", "content": "r"},
         {"role": "user", "content": "call e", "name": "e"},  # a user's name is not a tool
@@ -42,11 +72,22 @@ def test_called_tools_reads_tool_calls_and_legacy_shapes() -> None:
 @pytest.mark.parametrize(
     ("choice", "names"),
     [
-        (None, set()), ("auto", set()), ("required", set()), ("none", set()),
+        (None, set()),
+        ("auto", set()),
+        ("required", set()),
+        ("none", set()),
         ({"type": "function", "function": {"name": "f"}}, {"f"}),
         ({"type": "function", "name": "g"}, {"g"}),
-        ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
-            {"type": "function", "function": {"name": "a"}}, {"type": "function", "name": "b"}]}}, {"a", "b"}),
+        (
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "auto",
+                    "tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "name": "b"}],
+                },
+            },
+            {"a", "b"},
+        ),
         ({"type": "function"}, set()),
     ],
 )

@@ -3,8 +3,9 @@ import pytest
 
 from router.narrow import KeepPolicy, band_of, choose_k, decide
 
-POLICY = KeepPolicy(min_keep=3, max_keep=6, margin=0.3, widen_below=0.7, widen_keep=10, fallback_below=0.3,
-                    high_from=1.0)
+POLICY = KeepPolicy(
+    min_keep=3, max_keep=6, margin=0.3, widen_below=0.7, widen_keep=10, fallback_below=0.3, high_from=1.0
+)
 
 
 @pytest.mark.parametrize(
@@ -24,8 +25,9 @@ def test_choose_k(ranked: list[float], k: int | None) -> None:
     assert choose_k(np.array(ranked), POLICY) == k
 
 
-@pytest.mark.parametrize(("best", "band"), [(1.2, "high"), (1.0, "high"), (0.99, "medium"), (0.7, "medium"),
-                                            (0.69, "low"), (0.0, "low")])
+@pytest.mark.parametrize(
+    ("best", "band"), [(1.2, "high"), (1.0, "high"), (0.99, "medium"), (0.7, "medium"), (0.69, "low"), (0.0, "low")]
+)
 def test_band(best: float, band: str) -> None:
     assert band_of(best, POLICY) == band
 

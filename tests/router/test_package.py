@@ -12,7 +12,9 @@ def test_router_does_not_import_other_packages() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, router; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cache', 'gateway', 'batching')))")
+    code = (
+        "import sys, router; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cache', 'gateway', 'batching')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -24,8 +24,7 @@ TAUGHT = "search_web"
 
 def top1(**overrides: Any) -> RouterSettings:
     """Keeps exactly the best tool, so the kept set shows the ranking's winner."""
-    return RouterSettings(min_keep=1, max_keep=1, widen_below=0.0, fallback_below=0.0, shadow_fraction=0.0,
-                          **overrides)
+    return RouterSettings(min_keep=1, max_keep=1, widen_below=0.0, fallback_below=0.0, shadow_fraction=0.0, **overrides)
 
 
 async def winner(router: ToolRouter, tenant: str, text: str = ASK) -> str:
@@ -66,15 +65,22 @@ async def test_forced_pinned_and_called_tools_always_survive(embedder: SentenceE
     router = ToolRouter(top1(pinned=("compress_files",)), embedder)
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": "resize my holiday photo"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "resize_image", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "resize_image", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "done"},
         {"role": "user", "content": "What's the weather forecast for Paris this weekend?"},
     ]
     forced = {"type": "function", "function": {"name": "check_bank_balance"}}
     narrowing = await router.narrow("t", tools(), messages, tool_choice=forced)
-    assert set(names(narrowing.tools)) == {"get_weather_forecast", "check_bank_balance", "compress_files",
-                                           "resize_image"}
+    assert set(names(narrowing.tools)) == {
+        "get_weather_forecast",
+        "check_bank_balance",
+        "compress_files",
+        "resize_image",
+    }
 
 
 async def test_observed_call_teaches_a_repeated_intent(embedder: SentenceEmbedder) -> None:
@@ -125,8 +131,9 @@ async def test_learning_survives_a_restart_with_a_file(embedder: SentenceEmbedde
 
 
 @pytest.mark.redis
-async def test_learning_survives_a_restart_and_is_shared_with_redis(embedder: SentenceEmbedder,
-                                                                    redis_server: RedisServer) -> None:
+async def test_learning_survives_a_restart_and_is_shared_with_redis(
+    embedder: SentenceEmbedder, redis_server: RedisServer
+) -> None:
     client = aioredis.from_url(redis_server.url)
     try:
         first = ToolRouter(top1(), embedder, redis=client)

@@ -7,18 +7,32 @@ import pytest
 from router.lexical import LexicalIndex, words
 from router.tooltext import dense_text, description_text, lexical_text, split_identifier, tool_hash, tool_name
 
-TOOL: dict[str, Any] = {"type": "function", "function": {
-    "name": "get_currentWeather",
-    "description": "Current weather for a city.",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string", "description": "City name"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
+TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_currentWeather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City name"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+        },
+    },
+}
 
 
-@pytest.mark.parametrize(("name", "words_"), [
-    ("get_currentWeather", "get current Weather"), ("math.hypot", "math hypot"),
-    ("HTTPServer-v2", "HTTP Server v2"), ("Movies_3_FindMovies", "Movies 3 Find Movies"), ("plain", "plain"),
-])
+@pytest.mark.parametrize(
+    ("name", "words_"),
+    [
+        ("get_currentWeather", "get current Weather"),
+        ("math.hypot", "math hypot"),
+        ("HTTPServer-v2", "HTTP Server v2"),
+        ("Movies_3_FindMovies", "Movies 3 Find Movies"),
+        ("plain", "plain"),
+    ],
+)
 def test_split_identifier(name: str, words_: str) -> None:
     assert split_identifier(name) == words_
 

@@ -43,10 +43,18 @@ _SPECS = [
 def tools() -> list[dict[str, Any]]:
     """Fresh dicts on every call, as a parsed request body would give."""
     return [
-        {"type": "function", "function": {
-            "name": name, "description": description,
-            "parameters": {"type": "object", "properties": {p: {"type": "string", "description": p.replace("_", " ")}
-                                                            for p in params}, "required": params[:1]}}}
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": description,
+                "parameters": {
+                    "type": "object",
+                    "properties": {p: {"type": "string", "description": p.replace("_", " ")} for p in params},
+                    "required": params[:1],
+                },
+            },
+        }
         for name, description, params in _SPECS
     ]
 
