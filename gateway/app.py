@@ -13,10 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from gateway import metrics
+from gateway.edge import Edge
 from gateway.errors import BadRequest, SwitchyardError
-from gateway.middleware.body_limit import BodyLimitMiddleware
-from gateway.middleware.drain import DrainMiddleware, DrainState
-from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.drain import DrainState
 from gateway.openai.chat.route import attach_router as attach_chat
 from gateway.openai.completions.route import attach_router as attach_completions
 from gateway.openai.embeddings.route import attach_router as attach_embeddings
@@ -69,16 +68,19 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(err)
 
 
-def create_app(settings: Settings, *, drain: DrainState | None = None) -> FastAPI:
+def create_app(settings: Settings, *, drain: DrainState | None = None) -> Edge:
+    """The ASGI app to serve: the edge (request ids, drain, body limit, the hot endpoints) in front
+    of FastAPI (everything else)."""
     drain_state = drain or DrainState()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = await build_services(settings, drain_state)
+        services = await build_services(settings, drain_state)
+        app.state.services = edge.services = services
         try:
             yield
         finally:
-            await app.state.services.aclose()
+            await services.aclose()
 
     app = FastAPI(
         title="Switchyard",
@@ -98,11 +100,8 @@ def create_app(settings: Settings, *, drain: DrainState | None = None) -> FastAP
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    # Outermost last: the request id wraps everything, drain refuses before the body is read.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
-    app.add_middleware(DrainMiddleware, state=drain_state)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    edge = Edge(app, drain_state, settings.server.max_body_bytes)
+    return edge
 
 
 def _attach_operational_routes(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ any worker starts and `/metrics` aggregates all of them.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -44,6 +45,7 @@ __all__ = [
     "TTFT",
     "UPSTREAM_REQUESTS",
     "WASTED_TOKENS",
+    "labelled",
     "render",
 ]
 
@@ -114,6 +116,19 @@ STORE_ERRORS = Counter("switchyard_store_errors_total", "Failed calls to a share
 SHED = Counter(
     "switchyard_shed_total", "Requests refused to protect latency or memory", ["priority", "reason"]
 )
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: label values are few and fixed, and the lookup that
+    `labels` does on every call shows up on the hot path."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
 
 
 def render() -> bytes:

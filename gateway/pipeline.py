@@ -40,14 +40,14 @@ class Pipeline:
     async def run(self, ctx: RequestContext) -> Any:
         if self.embedder is not None:
             ctx.embed = self._memoised_embed()
-        metrics.IN_FLIGHT.labels(ctx.endpoint).inc()
+        metrics.labelled(metrics.IN_FLIGHT, ctx.endpoint).inc()
         try:
             for stage in self.stages:
                 answer = await stage(ctx)
                 if answer is not None:
                     return self._answered(ctx, answer)
         except BaseException:
-            metrics.IN_FLIGHT.labels(ctx.endpoint).dec()
+            metrics.labelled(metrics.IN_FLIGHT, ctx.endpoint).dec()
             raise
         return RelayResponse(self.relay, ctx, self._upstream_body(ctx), self.finish, assemble=ctx.capture)
 
@@ -82,14 +82,14 @@ class Pipeline:
     async def finish(self, ctx: RequestContext, completion: Completion, status: int) -> None:
         """Called once per answered request: metrics now, stage callbacks in the background."""
         await ctx.settle(completion)  # if the response ended early (error, cancellation)
-        metrics.IN_FLIGHT.labels(ctx.endpoint).dec()
+        metrics.labelled(metrics.IN_FLIGHT, ctx.endpoint).dec()
         elapsed = time.perf_counter() - ctx.arrived
-        metrics.REQUESTS.labels(ctx.endpoint, ctx.model, completion.backend or "none", str(status)).inc()
-        metrics.REQUEST_DURATION.labels(ctx.endpoint, ctx.model).observe(elapsed)
+        metrics.labelled(metrics.REQUESTS, ctx.endpoint, ctx.model, completion.backend or "none", str(status)).inc()
+        metrics.labelled(metrics.REQUEST_DURATION, ctx.endpoint, ctx.model).observe(elapsed)
         if completion.duration is not None and not ctx.stream:
-            metrics.OVERHEAD.labels(ctx.endpoint).observe(max(0.0, elapsed - completion.duration))
+            metrics.labelled(metrics.OVERHEAD, ctx.endpoint).observe(max(0.0, elapsed - completion.duration))
         elif completion.from_cache:
-            metrics.OVERHEAD.labels(ctx.endpoint).observe(elapsed)
+            metrics.labelled(metrics.OVERHEAD, ctx.endpoint).observe(elapsed)
         if ctx.on_complete:
             task = asyncio.create_task(self._callbacks(ctx, completion))
             self._background.add(task)

@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 _MIN_SAMPLES_FOR_DEADLINE = 20
 
 
+@dataclass
+class _RetryState:
+    left: int  # retries still allowed
+    failed: set[str] = field(default_factory=set)  # backends that failed this request
+
+
 class HedgeBudget:
     """Each primary request earns `fraction` of a hedge; a hedge spends one (at most `burst` saved)."""
 
@@ -142,7 +148,7 @@ class Relay:
         ttft = attempt.first_token_at - attempt.sent_at
         attempt.lease.backend.ttft.observe(ttft, attempt.lease.outstanding_at_send)
         self._ttft_windows.setdefault(attempt.lease.public_model, LatencyWindow()).add(ttft)
-        metrics.TTFT.labels(attempt.lease.public_model, attempt.backend).observe(ttft)
+        metrics.labelled(metrics.TTFT, attempt.lease.public_model, attempt.backend).observe(ttft)
 
     # -- opening a call ---------------------------------------------------------------------
 
@@ -181,35 +187,55 @@ class Relay:
         return self.registry.try_acquire(ctx.model, exclude)
 
     def _backoff(self, attempt_no: int) -> float:
-        base = self.resilience.backoff_base * (2 ** attempt_no)
+        base = self.resilience.backoff_base * (2**attempt_no)
         return float(min(self.resilience.backoff_max, base * self._rng.uniform(0.5, 1.5)))
 
     # -- the pre-commit race ----------------------------------------------------------------
 
     async def start(self, ctx: RequestContext, body: JSON, *, assemble: bool) -> Attempt:
         """Get a committed attempt: retries, fallbacks and hedging happen here, invisibly."""
-        failed: set[str] = set()
-        retries_left = self.resilience.retries
-        tasks: dict[asyncio.Task[Attempt], Attempt] = {}
-        deadline_s = self.first_token_deadline(ctx.model, ctx.priority) if ctx.stream else None
-        hedged = False
-        last_error: SwitchyardError | None = None
         self.hedge_budget.earn()
+        deadline = self.first_token_deadline(ctx.model, ctx.priority) if ctx.stream else None
+        retry = _RetryState(self.resilience.retries)
+        lease = await self._lease(ctx, retry.failed)
+        assert lease is not None
+        if deadline is None:
+            return await self._one_at_a_time(ctx, body, assemble, lease, retry)
+        return await self._race(ctx, body, assemble, lease, retry, deadline)
+
+    async def _one_at_a_time(
+        self, ctx: RequestContext, body: JSON, assemble: bool, lease: Lease, retry: _RetryState
+    ) -> Attempt:
+        """No hedging possible (plain requests, or no deadline yet): attempts in sequence, no tasks."""
+        while True:
+            attempt = self._attempt(ctx, lease, assemble)
+            try:
+                await self._open(ctx, attempt, body)
+            except Exception as exc:
+                lease = await self._after_failure(ctx, attempt, _as_error(exc), retry)
+                continue
+            except BaseException:
+                await self._abandon(attempt)
+                raise
+            self._won(attempt)
+            return attempt
+
+    async def _race(
+        self, ctx: RequestContext, body: JSON, assemble: bool, lease: Lease, retry: _RetryState, deadline: float
+    ) -> Attempt:
+        """Streams with a first-token deadline: past it, a hedge races the primary."""
+        tasks: dict[asyncio.Task[Attempt], Attempt] = {}
 
         def launch(lease: Lease, hedge: bool = False) -> None:
-            assembler = StreamAssembler(ctx.endpoint, assemble=assemble) if ctx.stream else None
-            attempt = Attempt(lease, assembler, hedge=hedge)
+            attempt = self._attempt(ctx, lease, assemble, hedge)
             tasks[asyncio.create_task(self._open(ctx, attempt, body))] = attempt
 
-        first = await self._lease(ctx, failed)
-        assert first is not None
-        launch(first)
+        launch(lease)
         started = time.perf_counter()
+        hedged = False
         try:
-            while tasks:
-                timeout = None
-                if deadline_s is not None and not hedged:
-                    timeout = max(0.0, started + deadline_s - time.perf_counter())
+            while True:
+                timeout = None if hedged else max(0.0, started + deadline - time.perf_counter())
                 done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     hedged = True
@@ -217,80 +243,96 @@ class Relay:
                     continue
                 for task in done:
                     attempt = tasks.pop(task)
-                    error = _task_error(task)
-                    if error is None:
+                    exc = task.exception()
+                    if exc is None:
                         await self._settle_losers(ctx, tasks, attempt)
                         return attempt
-                    last_error = error
-                    self._record_failure(attempt, error)
-                    self.registry.release(attempt.lease)
-                    await attempt.aclose()
-                    if not error.retryable:
-                        if tasks:
-                            continue  # a hedge is still running: let it answer
-                        raise error
-                    failed.add(attempt.backend)
-                    if tasks:
+                    error = _as_error(exc)
+                    if tasks:  # a hedge is still running: let it answer
+                        self._record_failure(attempt, error)
+                        self.registry.release(attempt.lease)
+                        await attempt.aclose()
+                        if error.retryable:
+                            retry.failed.add(attempt.backend)
                         continue
-                    if retries_left <= 0:
-                        raise error
-                    reason = "timeout" if isinstance(error, UpstreamTimeout) else _reason(error)
-                    metrics.RETRIES.labels(attempt.backend, reason).inc()
-                    retry_no = self.resilience.retries - retries_left
-                    retries_left -= 1
-                    await asyncio.sleep(self._backoff(retry_no))  # jittered backoff between attempts
-                    try:
-                        lease = await self._lease(ctx, failed)
-                    except NoBackendAvailable:
-                        raise error from None
-                    assert lease is not None
-                    launch(lease)
-            raise last_error or UpstreamError("no attempt could be made")
+                    launch(await self._after_failure(ctx, attempt, error, retry))
         except BaseException:
             for task, attempt in tasks.items():
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-                self.registry.release(attempt.lease)
-                attempt.lease.backend.circuit.release_probe()
-                await attempt.aclose()
+                await self._abandon(attempt)
             raise
+
+    def _attempt(self, ctx: RequestContext, lease: Lease, assemble: bool, hedge: bool = False) -> Attempt:
+        assembler = StreamAssembler(ctx.endpoint, assemble=assemble) if ctx.stream else None
+        return Attempt(lease, assembler, hedge=hedge)
+
+    async def _after_failure(
+        self, ctx: RequestContext, attempt: Attempt, error: SwitchyardError, retry: _RetryState
+    ) -> Lease:
+        """Book a failed attempt; return the lease for the next one, or raise when there is none."""
+        self._record_failure(attempt, error)
+        self.registry.release(attempt.lease)
+        await attempt.aclose()
+        if not error.retryable or retry.left <= 0:
+            raise error
+        retry.failed.add(attempt.backend)
+        metrics.labelled(metrics.RETRIES, attempt.backend, _reason(error)).inc()
+        retry_no = self.resilience.retries - retry.left
+        retry.left -= 1
+        await asyncio.sleep(self._backoff(retry_no))  # jittered backoff between attempts
+        try:
+            lease = await self._lease(ctx, retry.failed)
+        except NoBackendAvailable:
+            raise error from None
+        assert lease is not None
+        return lease
+
+    async def _abandon(self, attempt: Attempt) -> None:
+        """The request went away (cancelled): free the attempt without judging the backend."""
+        self.registry.release(attempt.lease)
+        attempt.lease.backend.circuit.release_probe()
+        await attempt.aclose()
+
+    def _won(self, attempt: Attempt) -> None:
+        attempt.lease.backend.record_success()
+        if attempt.assembler is not None:  # streams only: a plain response has no first token to time
+            self.observe_ttft(attempt)
 
     def _maybe_hedge(self, ctx: RequestContext, tasks: dict[asyncio.Task[Attempt], Attempt], launch: Any) -> None:
         running = {a.backend for a in tasks.values()}
         if not self.hedge_budget.spend():
-            metrics.HEDGES.labels(ctx.model, "over_budget").inc()
+            metrics.labelled(metrics.HEDGES, ctx.model, "over_budget").inc()
             return
         lease = self.registry.try_acquire(ctx.model, running)
         if lease is None:
             self.hedge_budget.earn()  # not spent after all
-            metrics.HEDGES.labels(ctx.model, "no_backend").inc()
+            metrics.labelled(metrics.HEDGES, ctx.model, "no_backend").inc()
             return
-        metrics.HEDGES.labels(ctx.model, "sent").inc()
+        metrics.labelled(metrics.HEDGES, ctx.model, "sent").inc()
         launch(lease, True)
 
     async def _settle_losers(
         self, ctx: RequestContext, tasks: dict[asyncio.Task[Attempt], Attempt], winner: Attempt
     ) -> None:
         if winner.hedge:
-            metrics.HEDGES.labels(ctx.model, "won").inc()
+            metrics.labelled(metrics.HEDGES, ctx.model, "won").inc()
         for task, loser in list(tasks.items()):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
             if loser.assembler is not None:
-                metrics.WASTED_TOKENS.labels(ctx.model).inc(loser.assembler.content_chunks)
+                metrics.labelled(metrics.WASTED_TOKENS, ctx.model).inc(loser.assembler.content_chunks)
             self.registry.release(loser.lease)
             loser.lease.backend.circuit.release_probe()
             await loser.aclose()
         tasks.clear()
-        winner.lease.backend.record_success()
-        if winner.assembler is not None:  # streams only: a plain response has no first token to time
-            self.observe_ttft(winner)
+        self._won(winner)
 
     def _record_failure(self, attempt: Attempt, error: SwitchyardError) -> None:
         outcome = _reason(error)
-        metrics.UPSTREAM_REQUESTS.labels(attempt.backend, outcome).inc()
+        metrics.labelled(metrics.UPSTREAM_REQUESTS, attempt.backend, outcome).inc()
         if isinstance(error, BadRequest) or (isinstance(error, UpstreamStatus) and not error.retryable):
             attempt.lease.backend.record_success()  # the backend is fine; the request was not
         elif isinstance(error, NoBackendAvailable) or (
@@ -333,13 +375,10 @@ def parse_chunk(raw: bytes, backend: str) -> JSON:
     return parsed
 
 
-def _task_error(task: asyncio.Task[Attempt]) -> SwitchyardError | None:
-    exc = task.exception()
-    if exc is None:
-        return None
+def _as_error(exc: BaseException) -> SwitchyardError:
     if isinstance(exc, SwitchyardError):
         return exc
-    log.exception("unexpected failure talking to a backend", exc_info=exc)
+    log.error("unexpected failure talking to a backend", exc_info=exc)
     return UpstreamError(f"backend failed: {type(exc).__name__}")
 
 

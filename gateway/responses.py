@@ -87,22 +87,31 @@ class RelayResponse(ASGIResponse):
         self.completion = Completion(ctx.endpoint, ctx.model, None, ok=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        work = asyncio.ensure_future(self._serve(send))
+        # The client may leave at any moment, also while nothing is being sent: a watcher on
+        # `receive` cancels this task then, which cancels the upstream call with it.
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"done": False, "left": False}
+
+        def client_left(watcher: asyncio.Future[None]) -> None:
+            if not state["done"] and not watcher.cancelled() and watcher.exception() is None:
+                state["left"] = True
+                task.cancel()
+
         watcher = asyncio.ensure_future(_until_disconnect(receive))
+        watcher.add_done_callback(client_left)
         try:
-            await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+            await self._serve(send)
+        except asyncio.CancelledError:
+            if not state["left"]:
+                raise
+            task.uncancel()
+            self.completion.cancelled = True
+            self.status = 499
+            metrics.labelled(metrics.CANCELLATIONS, self.ctx.endpoint).inc()
         finally:
-            if not work.done():
-                # The client left first: cancel the upstream call, freeing its slot promptly.
-                work.cancel()
-                self.completion.cancelled = True
-                self.status = 499
-                metrics.CANCELLATIONS.labels(self.ctx.endpoint).inc()
+            state["done"] = True
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
             await self.finish(self.ctx, self.completion, self.status)
 
     async def _serve(self, send: Send) -> None:
@@ -158,7 +167,7 @@ class RelayResponse(ASGIResponse):
             await self._send_stream_start(send)
         strip_usage = not ctx.include_usage
         labels = (attempt.lease.public_model, attempt.backend)
-        itl = metrics.ITL.labels(*labels)
+        itl = metrics.labelled(metrics.ITL, *labels)
         last_token_at = attempt.first_token_at or time.perf_counter()
         for raw, parsed in attempt.held:
             await self._send_event(send, raw, parsed, strip_usage)
@@ -171,7 +180,7 @@ class RelayResponse(ASGIResponse):
                 await self._send_event(send, raw, parsed, strip_usage)
         except SwitchyardError as exc:
             attempt.lease.backend.record_failure()
-            metrics.UPSTREAM_REQUESTS.labels(attempt.backend, "broken_stream").inc()
+            metrics.labelled(metrics.UPSTREAM_REQUESTS, attempt.backend, "broken_stream").inc()
             await self._end_with_error(send, exc)
             return
         self._complete(attempt, assembler.response(ctx.model), last_token_at)
@@ -187,7 +196,7 @@ class RelayResponse(ASGIResponse):
 
     async def _end_with_error(self, send: Send, exc: SwitchyardError) -> None:
         reason = "stall" if "stalled" in exc.message else "upstream"
-        metrics.STREAM_ERRORS.labels(reason).inc()
+        metrics.labelled(metrics.STREAM_ERRORS, reason).inc()
         self.status = exc.status
         await send({"type": "http.response.body", "body": error_event(exc), "more_body": False})
 
@@ -219,17 +228,17 @@ class RelayResponse(ASGIResponse):
             c.finish_reason = choices[0].get("finish_reason") if choices else None
         labels = (attempt.lease.public_model, attempt.backend)
         metrics.E2E.labels(*labels).observe(c.duration)
-        metrics.UPSTREAM_REQUESTS.labels(attempt.backend, "ok").inc()
+        metrics.labelled(metrics.UPSTREAM_REQUESTS, attempt.backend, "ok").inc()
         if self.ctx.stream and attempt.first_token_at is not None:
             c.ttft = attempt.first_token_at - attempt.sent_at
             if c.completion_tokens and c.completion_tokens > 1 and last_token_at is not None:
-                metrics.TPOT.labels(*labels).observe(
+                metrics.labelled(metrics.TPOT, *labels).observe(
                     (last_token_at - attempt.first_token_at) / (c.completion_tokens - 1)
                 )
         if c.prompt_tokens:
-            metrics.TOKENS.labels(*labels, "prompt").inc(c.prompt_tokens)
+            metrics.labelled(metrics.TOKENS, *labels, "prompt").inc(c.prompt_tokens)
         if c.completion_tokens:
-            metrics.TOKENS.labels(*labels, "completion").inc(c.completion_tokens)
+            metrics.labelled(metrics.TOKENS, *labels, "completion").inc(c.completion_tokens)
 
 
 class JSONBytesResponse(ASGIResponse):
@@ -273,18 +282,47 @@ def replay_events(response: JSON, *, include_usage: bool, endpoint: str = "chat/
     }
     choice = (response.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    chunks: list[JSON] = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                "finish_reason": None}]}]
+    chunks: list[JSON] = [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    ]
     for piece in _pieces(message.get("content") or ""):
         chunks.append({**head, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
     for i, call in enumerate(message.get("tool_calls") or ()):
         fn = call.get("function") or {}
-        chunks.append({**head, "choices": [{"index": 0, "delta": {"tool_calls": [
-            {"index": i, "id": call.get("id"), "type": "function",
-             "function": {"name": fn.get("name"), "arguments": ""}}]}, "finish_reason": None}]})
+        chunks.append(
+            {
+                **head,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": call.get("id"),
+                                    "type": "function",
+                                    "function": {"name": fn.get("name"), "arguments": ""},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
         for piece in _pieces(fn.get("arguments") or "", size=16):
-            chunks.append({**head, "choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": i, "function": {"arguments": piece}}]}, "finish_reason": None}]})
+            chunks.append(
+                {
+                    **head,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"tool_calls": [{"index": i, "function": {"arguments": piece}}]},
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
     chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}]})
     if include_usage and response.get("usage"):
         chunks.append({**head, "choices": [], "usage": response["usage"]})

@@ -66,11 +66,13 @@ class Admit:
             return
         budgets = self.relay.settings.ttft_budget
         interactive = budgets.get("interactive", float("inf"))
-        limit = interactive if ctx.priority == "interactive" else min(
-            budgets.get("batch", float("inf")), interactive * self.relay.settings.batch_shed_fraction
+        limit = (
+            interactive
+            if ctx.priority == "interactive"
+            else min(budgets.get("batch", float("inf")), interactive * self.relay.settings.batch_shed_fraction)
         )
         if predicted > limit:
-            metrics.SHED.labels(ctx.priority, "ttft_budget").inc()
+            metrics.labelled(metrics.SHED, ctx.priority, "ttft_budget").inc()
             raise Overloaded(
                 f"The predicted wait for '{ctx.model}' ({predicted:.2f}s) exceeds the {ctx.priority} budget; "
                 "retry later.",
@@ -83,7 +85,7 @@ class Admit:
         decision = await self.limiter.reserve(tenant.name, tenant.rpm, tenant.tpm, cost)
         headers = decision.headers(tenant.rpm, tenant.tpm)
         if not decision.allowed:
-            metrics.RATE_LIMITED.labels("requests_or_tokens").inc()
+            metrics.labelled(metrics.RATE_LIMITED, "requests_or_tokens").inc()
             raise RateLimited(
                 "Rate limit reached for your key; retry after the time in the Retry-After header.",
                 retry_after=decision.retry_after,

@@ -1,0 +1,139 @@
+"""The gateway's edge: the one ASGI app uvicorn serves.
+
+Every request gets an `x-request-id` (the client's, or a new one) on its response, is refused
+with 503 + Retry-After while the gateway drains, and has its body capped. Then the OpenAI POST
+endpoints, which carry the traffic, are served here directly; everything else (models, health,
+readiness, metrics, the OpenAPI description) goes to FastAPI. FastAPI's router, dependency
+resolution and middleware stack cost about as much per request as the whole pipeline, so the
+hot path skips them; the FastAPI routes for the same paths exist for the OpenAPI description and
+call the same serving objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.errors import Overloaded, PayloadTooLarge, SwitchyardError
+from gateway.middleware.drain import DrainState
+
+__all__ = ["Edge", "read_body"]
+
+log = logging.getLogger(__name__)
+
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_HOT = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+_JSON = [(b"content-type", b"application/json")]
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _VALID_ID.match(value):
+                return bytes(value)
+            break  # unsafe to echo into headers and logs: make a new one
+    return os.urandom(16).hex().encode()
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body is larger than the gateway's limit of {limit} bytes.")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes before reading them all."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise SwitchyardError("The client went away while sending its request.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_error(send: Send, exc: SwitchyardError) -> None:
+    headers = _JSON + [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(exc.to_dict())})
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, drain: DrainState, max_body_bytes: int):
+        self.app = app  # FastAPI: the rest of the surface, and the lifespan that builds the services
+        self.drain = drain
+        self.max_body_bytes = max_body_bytes
+        self.services: object = None  # set by the lifespan once the services exist
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        id_header = (b"x-request-id", request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        path = scope["path"]
+        if self.drain.draining and path.startswith("/v1/"):
+            await _send_error(
+                send_with_id, Overloaded("The gateway is shutting down; retry on another replica.", retry_after=5.0)
+            )
+            return
+        endpoint = _HOT.get(path) if scope["method"] == "POST" else None
+        self.drain.enter()
+        try:
+            if endpoint is None:
+                await self.app(scope, self._limited(scope, receive), send_with_id)
+            else:
+                await self._serve(endpoint, scope, receive, send_with_id)
+        finally:
+            self.drain.leave()
+
+    async def _serve(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await read_body(scope, receive, self.max_body_bytes)
+            serving = getattr(self.services, endpoint)
+            response = await serving.handle(body, scope["state"]["request_id"], Headers(scope=scope))
+        except SwitchyardError as exc:
+            metrics.labelled(metrics.REQUESTS, scope["path"][4:], "unknown", "none", str(exc.status)).inc()
+            await _send_error(send, exc)
+            return
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            await _send_error(send, SwitchyardError("The gateway hit an internal error; it has been logged."))
+            return
+        await response(scope, receive, send)
+
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+        if scope["method"] in ("GET", "HEAD"):
+            return receive
+        limit, seen = self.max_body_bytes, 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        return counting_receive
