@@ -26,6 +26,7 @@ __all__ = [
     "BACKEND_UP",
     "CANCELLATIONS",
     "CIRCUIT_STATE",
+    "COALESCED",
     "CONTENT_TYPE_LATEST",
     "E2E",
     "FALLBACKS",
@@ -113,6 +114,9 @@ STREAM_ERRORS = Counter(
 )
 RATE_LIMITED = Counter("switchyard_rate_limited_total", "Requests refused by tenant limits", ["limit"])
 STORE_ERRORS = Counter("switchyard_store_errors_total", "Failed calls to a shared store", ["store"])
+COALESCED = Counter(
+    "switchyard_coalesced_requests_total", "Requests answered by an identical request already in flight", ["endpoint"]
+)
 SHED = Counter(
     "switchyard_shed_total", "Requests refused to protect latency or memory", ["priority", "reason"]
 )

@@ -48,6 +48,8 @@ class Pipeline:
                     return self._answered(ctx, answer)
         except BaseException:
             metrics.labelled(metrics.IN_FLIGHT, ctx.endpoint).dec()
+            if ctx.on_complete:  # refused part-way: stages that waited for an outcome must hear of it
+                await self._callbacks(ctx, Completion(ctx.endpoint, ctx.model, None, ok=False))
             raise
         return RelayResponse(self.relay, ctx, self._upstream_body(ctx), self.finish, assemble=ctx.capture)
 

@@ -1,9 +1,11 @@
 """Stage: answer from the response cache, or arrange for the answer to be stored.
 
 `Cache-Control: no-cache` skips the lookup but stores the answer; `no-store` does neither. The
-outcome is reported in `x-switchyard-cache` (and the similarity of a semantic hit). A sample of
-hits (`cache.verify_sample_rate`) is re-asked of the backend in the background to measure the
-live false-hit rate.
+outcome is reported in `x-switchyard-cache` (and the similarity of a semantic hit). Identical
+cacheable requests that arrive while the first is still being answered wait for it and share its
+answer (single flight), so a thundering herd costs one backend call. A sample of hits
+(`cache.verify_sample_rate`) is re-asked of the backend in the background to measure the live
+false-hit rate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from cache import CacheLookup, ResponseCache
+from gateway import metrics
 from gateway.completion import Completion, usage_of
 from gateway.context import RequestContext
 from gateway.errors import SwitchyardError
@@ -33,9 +36,12 @@ REASON_HEADER = "x-switchyard-cache-reason"  # why a miss or bypass: ineligible,
 
 
 class CacheStage:
-    def __init__(self, cache: ResponseCache, relay: Relay):
+    def __init__(self, cache: ResponseCache, relay: Relay, *, coalesce_timeout: float = 120.0):
         self.cache = cache
         self.relay = relay
+        self.coalesce_timeout = coalesce_timeout
+        # Single flight: identical cacheable requests in flight share the first one's answer.
+        self._leaders: dict[tuple[str, str], asyncio.Future[JSON | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, ctx: RequestContext) -> Completion | None:
@@ -54,10 +60,37 @@ class CacheStage:
             if self.cache.should_verify(lookup):
                 self._spawn(self._verify(ctx, lookup))
             return _answer(ctx, lookup.response)
-        if lookup.storable:
-            ctx.capture = True
-            ctx.on_complete.append(lambda done: self._store(lookup, done))
+        if not lookup.storable:
+            return None
+        key = (ctx.tenant.name, lookup.exact_key) if lookup.exact_key else None
+        if key is not None and key in self._leaders:
+            shared = await self._follow(key)
+            if shared is not None:
+                metrics.labelled(metrics.COALESCED, ctx.endpoint).inc()
+                ctx.response_headers[CACHE_HEADER] = "exact"
+                ctx.response_headers[REASON_HEADER] = "coalesced"
+                return _answer(ctx, shared)
+        ctx.capture = True
+        if key is not None and key not in self._leaders:
+            leader: asyncio.Future[JSON | None] = asyncio.get_running_loop().create_future()
+            self._leaders[key] = leader
+            ctx.on_complete.append(lambda done: self._lead(key, leader, done))
+        ctx.on_complete.append(lambda done: self._store(lookup, done))
         return None
+
+    async def _follow(self, key: tuple[str, str]) -> JSON | None:
+        """Wait for the identical request in flight; None if it failed or took too long."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._leaders[key]), self.coalesce_timeout)
+        except TimeoutError:
+            return None
+
+    def _lead(self, key: tuple[str, str], leader: asyncio.Future[JSON | None], done: Completion) -> None:
+        if self._leaders.get(key) is leader:
+            del self._leaders[key]
+        if not leader.done():
+            ok = done.ok and not done.cancelled and done.response is not None
+            leader.set_result(done.response if ok else None)
 
     async def _store(self, lookup: CacheLookup, done: Completion) -> None:
         # Only whole, successful answers: not errors, not streams the client abandoned.

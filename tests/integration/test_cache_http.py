@@ -3,6 +3,7 @@ Redis shared by two gateways that keeps serving through a Redis outage."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +186,23 @@ def _recovers(url: str) -> str:
             return status
         time.sleep(0.1)  # polling an observable state, bounded by the deadline
     raise AssertionError("the cache did not recover")
+
+
+async def test_identical_concurrent_requests_cost_one_backend_call(tmp_path: Path, sim: ServerProcess) -> None:
+    gw = start_gateway(_auth(backends=[sim_backend("s", sim)]), tmp_path)
+    body = {**QUESTION, "sim": {"ttft_ms": 500}}  # slow enough that all ten arrive while the first runs
+    try:
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {KEY_A}"}, timeout=30) as client:
+            replies = await asyncio.gather(
+                *(client.post(gw.url + "/v1/chat/completions", json=body) for _ in range(10))
+            )
+        assert [r.status_code for r in replies] == [200] * 10
+        assert len({r.json()["choices"][0]["message"]["content"] for r in replies}) == 1
+        assert SimControl(sim).requests_to() == 1
+        reasons = [r.headers.get("x-switchyard-cache-reason") for r in replies]
+        assert reasons.count("coalesced") == 9
+        # Another tenant's identical request is never answered from tenant a's flight.
+        other = _ask(gw.url, KEY_B, body)
+        assert other.headers["x-switchyard-cache"] == "miss"
+    finally:
+        gw.stop()
