@@ -89,3 +89,26 @@ async def test_token_limit_reserves_up_front_and_settles_with_real_usage(
     finally:
         gw.stop()
         sim.stop()
+
+
+def test_keys_can_live_in_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    import json
+
+    import redis as redis_sync
+
+    sim = start_sim("--output-tokens", "2", log_dir=tmp_path)
+    config = {
+        "auth": {"redis_keys": True},
+        "redis": {"url": redis_server.url},
+        "backends": [sim_backend("sim", sim, models=["sim-model"])],
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        assert _chat(gw.url, "sk-from-redis").status_code == 401
+        with redis_sync.Redis.from_url(redis_server.url) as r:  # an operator adds a key: only its digest
+            r.set("switchyard:key:" + hash_key("sk-from-redis"), json.dumps({"tenant": "c", "rpm": 1}))
+        first, second = _chat(gw.url, "sk-from-redis"), _chat(gw.url, "sk-from-redis")
+        assert first.status_code == 200 and second.status_code == 429  # the tenant's limits came along
+    finally:
+        gw.stop()
+        sim.stop()
