@@ -12,6 +12,7 @@
     │   └── Overloaded                      503   overloaded_error     (Retry-After; also draining)
     └── UpstreamError                       502   upstream_error
         ├── UpstreamTimeout                 504   timeout_error
+        │   └── StreamStalled               504   timeout_error        (a gap mid-stream)
         ├── UpstreamStatus                  the upstream's 4xx/429, else 502
         └── NoBackendAvailable              503   overloaded_error     (Retry-After)
 
@@ -35,6 +36,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
+    "StreamStalled",
     "SwitchyardError",
     "UnknownModel",
     "UpstreamError",
@@ -140,6 +142,10 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+
+class StreamStalled(UpstreamTimeout):
+    """A committed stream went quiet for longer than `relay.stall_timeout`."""
 
 
 class UpstreamStatus(UpstreamError):

@@ -33,6 +33,7 @@ from gateway.context import RequestContext
 from gateway.errors import (
     BadRequest,
     NoBackendAvailable,
+    StreamStalled,
     SwitchyardError,
     UpstreamError,
     UpstreamStatus,
@@ -357,7 +358,7 @@ class Relay:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise UpstreamTimeout(f"backend '{attempt.backend}' stalled for more than {stall:g}s") from None
+                raise StreamStalled(f"backend '{attempt.backend}' stalled for more than {stall:g}s") from None
             yield raw, parse_chunk(raw, attempt.backend)
 
 

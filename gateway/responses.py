@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import metrics
 from gateway.completion import Completion, usage_of
 from gateway.context import RequestContext
-from gateway.errors import SwitchyardError, UpstreamError, error_event
+from gateway.errors import StreamStalled, SwitchyardError, UpstreamError, error_event
 from gateway.relay import Attempt, Relay
 from gateway.types import JSON
 
@@ -195,7 +195,7 @@ class RelayResponse(ASGIResponse):
         await send({"type": "http.response.body", "body": b"data: " + raw + b"\n\n", "more_body": True})
 
     async def _end_with_error(self, send: Send, exc: SwitchyardError) -> None:
-        reason = "stall" if "stalled" in exc.message else "upstream"
+        reason = "stall" if isinstance(exc, StreamStalled) else "upstream"
         metrics.labelled(metrics.STREAM_ERRORS, reason).inc()
         self.status = exc.status
         await send({"type": "http.response.body", "body": error_event(exc), "more_body": False})
