@@ -60,15 +60,19 @@ class RequestContext:
     embed: Callable[[str], Awaitable[np.ndarray | None]] | None = None
 
     async def settle(self, completion: Completion) -> None:
-        """Run the settlers once (later calls do nothing); a failing settler is logged, not raised."""
+        """Run the settlers once (later calls do nothing)."""
         hooks, self.settlers = self.settlers, []
+        await self.run_hooks(hooks, completion)
+
+    async def run_hooks(self, hooks: list[OnComplete], completion: Completion) -> None:
+        """Call each hook; one that fails is logged and does not stop the others."""
         for hook in hooks:
             try:
                 result = hook(completion)
                 if result is not None:
                     await result
             except Exception:
-                log.exception("settling request %s failed", self.request_id)
+                log.exception("a completion hook failed (request %s)", self.request_id)
 
     def outgoing_body(self) -> JSON:
         """The body to send upstream, copied on first change so the client's body stays as sent."""

@@ -49,7 +49,7 @@ class Pipeline:
         except BaseException:
             metrics.labelled(metrics.IN_FLIGHT, ctx.endpoint).dec()
             if ctx.on_complete:  # refused part-way: stages that waited for an outcome must hear of it
-                await self._callbacks(ctx, Completion(ctx.endpoint, ctx.model, None, ok=False))
+                await ctx.run_hooks(ctx.on_complete, Completion(ctx.endpoint, ctx.model, None, ok=False))
             raise
         return RelayResponse(self.relay, ctx, self._upstream_body(ctx), self.finish, assemble=ctx.capture)
 
@@ -93,18 +93,9 @@ class Pipeline:
         elif completion.from_cache:
             metrics.labelled(metrics.OVERHEAD, ctx.endpoint).observe(elapsed)
         if ctx.on_complete:
-            task = asyncio.create_task(self._callbacks(ctx, completion))
+            task = asyncio.create_task(ctx.run_hooks(ctx.on_complete, completion))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-
-    async def _callbacks(self, ctx: RequestContext, completion: Completion) -> None:
-        for callback in ctx.on_complete:
-            try:
-                result = callback(completion)
-                if result is not None:
-                    await result
-            except Exception:
-                log.exception("a completion callback failed (request %s)", ctx.request_id)
 
     async def drain_background(self) -> None:
         if self._background:

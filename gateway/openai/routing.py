@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gateway.openai.base import OpenAIBaseModel
 
 if TYPE_CHECKING:
     from gateway.services import Services
 
-__all__ = ["body_schema", "services"]
+__all__ = ["body_schema", "openai_post_route", "services"]
 
 
 def services(request: Request) -> Services:
@@ -29,3 +31,17 @@ def body_schema(model: type[OpenAIBaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+def openai_post_route(path: str, serving: str, model: type[OpenAIBaseModel]) -> APIRouter:
+    """A FastAPI route for one OpenAI POST endpoint. In the running gateway the edge serves these
+    paths before FastAPI sees them (gateway/edge.py); the route gives the OpenAPI description its
+    request schema and serves the same objects when the FastAPI app is used on its own."""
+    router = APIRouter()
+
+    @router.post(path, openapi_extra=body_schema(model), name=serving)
+    async def endpoint(request: Request) -> Response:
+        handler = getattr(services(request), serving)
+        return await handler.handle(await request.body(), request.state.request_id, request.headers)  # type: ignore[no-any-return]
+
+    return router

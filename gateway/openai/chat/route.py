@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI
 
 from gateway.openai.chat.protocol import ChatCompletionRequest
-from gateway.openai.routing import body_schema, services
+from gateway.openai.routing import openai_post_route
 
 __all__ = ["attach_router"]
 
-router = APIRouter()
-
-
-@router.post("/v1/chat/completions", openapi_extra=body_schema(ChatCompletionRequest))
-async def create_chat_completion(request: Request) -> Response:
-    svc = services(request)
-    return await svc.chat.handle(await request.body(), request.state.request_id, request.headers)  # type: ignore[no-any-return]
-
 
 def attach_router(app: FastAPI) -> None:
-    app.include_router(router)
+    app.include_router(openai_post_route("/v1/chat/completions", "chat", ChatCompletionRequest))
