@@ -11,8 +11,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from typing import Any
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "return_free_memory"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -21,16 +22,31 @@ _THRESHOLD = 1 << 30
 
 def keep_freed_memory() -> bool:
     """True when the tuning applied (glibc on Linux); elsewhere a no-op that returns False."""
-    if not sys.platform.startswith("linux"):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False  # not glibc (musl has no mallopt)
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _THRESHOLD))
+
+
+def return_free_memory() -> bool:
+    """Give the heap's free pages back to the system (after loading, before the tuning above)."""
+    trim = _libc_function("malloc_trim")
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
+
+
+def _libc_function(symbol: str) -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(name), symbol)
+    except (OSError, AttributeError):
+        return None  # not glibc (musl has neither)

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from typing import TYPE_CHECKING, Any
 
-from batching.allocator import keep_freed_memory
+from batching.allocator import keep_freed_memory, return_free_memory
 from batching.messages import (
     AbortRequest,
     AddRequest,
@@ -60,6 +60,10 @@ def worker_main(spec: WorkerSpec, inbox: Queue[Any], outbox: Connection) -> None
     # The pool stops workers itself; a terminal's Ctrl-C must not kill them mid-step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine whose cores are
+    # shared (with the gateway, other workers, anything), spinning threads make every parallel region
+    # wait for a descheduled sibling, and a step takes several times longer.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         engine, info = _start(spec)
     except BaseException as exc:  # report anything, including import errors, before exiting
@@ -76,7 +80,8 @@ def worker_main(spec: WorkerSpec, inbox: Queue[Any], outbox: Connection) -> None
 
 
 def _start(spec: WorkerSpec) -> tuple[Engine, WorkerInfo]:
-    keep_freed_memory()
+    import gc
+
     import torch
 
     from batching.config import SchedulerConfig
@@ -93,6 +98,11 @@ def _start(spec: WorkerSpec) -> tuple[Engine, WorkerInfo]:
         max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
     )
     runner = ModelRunner(resolve_model(spec.model), options)
+    # The loader's copies (dequantized GGUF tensors, the HF model) are gone: return their pages,
+    # then keep what the forward passes allocate from here on.
+    gc.collect()
+    return_free_memory()
+    keep_freed_memory()
     config = SchedulerConfig(
         max_num_seqs=spec.max_num_seqs,
         max_num_batched_tokens=spec.max_num_batched_tokens,

@@ -1,0 +1,337 @@
+"""Local engine benchmark: one Poisson workload served four ways, on the bundled SmolLM2.
+
+    (a) sequential   Hugging Face `generate`, one request at a time, first come first served
+    (b) static       Hugging Face `generate` on batches of whatever has arrived (up to --batch), each
+                     batch running until its longest request is done
+    (c) hf-cb        transformers' continuous batching (`init_continuous_batching`, attention "sdpa",
+                     which transformers 5 runs over its paged cache; "paged|sdpa" is its old name)
+    (d) engine       this package's `WorkerPool` (one CPU worker process)
+
+Prompts are random token ids with lengths drawn log-uniformly from a wide range, outputs likewise
+(16 to 256 tokens); end-of-sequence is ignored so every system generates exactly the drawn lengths.
+Arrival times are the same for all four. Reported per system: output tokens per second (all output
+tokens over the time from the first arrival to the last completion), TTFT and inter-token latency
+p50/p99. The last line is one JSON summary with ratios against the baselines.
+
+    .venv/bin/python -m bench.engine --quick      # about 3 minutes
+    .venv/bin/python -m bench.engine              # about 10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the engine's worker sets it: same OpenMP for all
+
+MODEL = "bundled:smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    arrival: float  # seconds after the start of the run
+    prompt: list[int]
+    output_tokens: int
+
+
+@dataclass
+class Trace:
+    """When each generated token of one request reached the client (perf_counter seconds)."""
+
+    arrival: float
+    token_times: list[float] = field(default_factory=list)
+
+
+def log_uniform(rng: random.Random, low: int, high: int) -> int:
+    return round(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def workload(n: int, rate: float, prompt_range: tuple[int, int], output_range: tuple[int, int],
+             seed: int, vocab: int = 49152) -> list[Job]:
+    rng = random.Random(seed)
+    jobs, t = [], 0.0
+    for i in range(n):
+        prompt = [rng.randrange(100, vocab) for _ in range(log_uniform(rng, *prompt_range))]
+        jobs.append(Job(i, t, prompt, log_uniform(rng, *output_range)))
+        t += rng.expovariate(rate)
+    return jobs
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarise(name: str, jobs: list[Job], traces: list[Trace], start: float) -> dict[str, Any]:
+    for job, trace in zip(jobs, traces, strict=True):
+        if len(trace.token_times) != job.output_tokens:
+            raise RuntimeError(f"{name}: request {job.index} got {len(trace.token_times)} of {job.output_tokens}")
+    tokens = sum(len(t.token_times) for t in traces)
+    end = max(t.token_times[-1] for t in traces)
+    ttft = [t.token_times[0] - t.arrival for t in traces]
+    itl = [b - a for t in traces for a, b in zip(t.token_times, t.token_times[1:], strict=False)]
+    return {
+        "system": name,
+        "output_tokens": tokens,
+        "seconds": round(end - start, 2),
+        "output_tok_s": round(tokens / (end - start), 2),
+        "ttft_p50_s": round(percentile(ttft, 0.5), 3),
+        "ttft_p99_s": round(percentile(ttft, 0.99), 3),
+        "itl_p50_s": round(percentile(itl, 0.5), 4),
+        "itl_p99_s": round(percentile(itl, 0.99), 4),
+    }
+
+
+# -- Hugging Face baselines ----------------------------------------------------------------------
+
+
+def load_hf_model(attn: str = "sdpa") -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from batching.models import resolve_model
+
+    source = resolve_model(MODEL)
+    model: Any = AutoModelForCausalLM.from_pretrained(source.directory, gguf_file=source.gguf_file,
+                                                      dtype=torch.float32, attn_implementation=attn)
+    model.eval()
+    model.generation_config.eos_token_id = None  # generate exactly the drawn lengths
+    return model
+
+
+class StepClock:
+    """A `generate` streamer that records when each decoding step delivered its tokens."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if self._prompt_seen:
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+def wait_until(moment: float) -> None:
+    delay = moment - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)  # the simulated client has not sent the request yet
+
+
+def run_sequential(model: Any, jobs: list[Job]) -> tuple[list[Trace], float]:
+    import torch
+
+    start = time.perf_counter()
+    traces = [Trace(start + j.arrival) for j in jobs]
+    with torch.inference_mode():
+        for job, trace in zip(jobs, traces, strict=True):
+            wait_until(trace.arrival)
+            clock = StepClock()
+            ids = torch.tensor([job.prompt])
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=job.output_tokens,
+                           min_new_tokens=job.output_tokens, do_sample=False, streamer=clock, pad_token_id=0)
+            trace.token_times = clock.times[: job.output_tokens]
+    return traces, start
+
+
+def run_static(model: Any, jobs: list[Job], batch_size: int) -> tuple[list[Trace], float]:
+    import torch
+
+    start = time.perf_counter()
+    traces = [Trace(start + j.arrival) for j in jobs]
+    pending = list(range(len(jobs)))
+    with torch.inference_mode():
+        while pending:
+            wait_until(traces[pending[0]].arrival)
+            now = time.perf_counter()
+            batch = [i for i in pending if traces[i].arrival <= now][:batch_size]
+            pending = [i for i in pending if i not in batch]
+            width = max(len(jobs[i].prompt) for i in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding, as decoder-only generation needs
+                n = len(jobs[i].prompt)
+                ids[row, width - n:] = torch.tensor(jobs[i].prompt)
+                mask[row, width - n:] = 1
+            longest = max(jobs[i].output_tokens for i in batch)
+            clock = StepClock()
+            model.generate(ids, attention_mask=mask, max_new_tokens=longest, min_new_tokens=longest,
+                           do_sample=False, streamer=clock, pad_token_id=0)
+            for i in batch:
+                traces[i].token_times = clock.times[: jobs[i].output_tokens]
+    return traces, start
+
+
+def run_hf_continuous(model: Any, jobs: list[Job], max_seqs: int, max_batch_tokens: int,
+                      kv_mb: int) -> tuple[list[Trace], float]:
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    page = 256
+    per_token = 2 * model.config.num_hidden_layers * model.config.num_key_value_heads * model.config.head_dim * 4
+    config = ContinuousBatchingConfig(
+        page_size=page, num_blocks=max(8, (kv_mb << 20) // (per_token * page)), max_batch_tokens=max_batch_tokens,
+        max_requests_per_batch=max_seqs, allow_block_sharing=False,
+    )
+    generation = GenerationConfig(  # type: ignore[no-untyped-call]
+        do_sample=False, max_new_tokens=max(j.output_tokens for j in jobs),
+                                  eos_token_id=None, pad_token_id=0)
+    manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=config)
+    manager.warmup()
+    manager.start()
+    try:
+        start = time.perf_counter()
+        traces = [Trace(start + j.arrival) for j in jobs]
+        results: dict[str, Any] = {}
+        done = threading.Event()
+
+        def collect() -> None:
+            while len(results) < len(jobs):
+                out = manager.get_result(timeout=1.0)
+                if out is not None and out.is_finished():
+                    results[out.request_id] = out
+            done.set()
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        for job, trace in zip(jobs, traces, strict=True):
+            wait_until(trace.arrival)
+            manager.add_request(job.prompt, request_id=f"r{job.index}", max_new_tokens=job.output_tokens,
+                                record_timestamps=True, eos_token_id=-1)
+        done.wait()
+        for job, trace in zip(jobs, traces, strict=True):
+            out = results[f"r{job.index}"]
+            if out.error:
+                raise RuntimeError(f"hf-cb request {job.index}: {out.error}")
+            trace.token_times = list(out.timestamps or [])[: job.output_tokens]
+        return traces, start
+    finally:
+        manager.stop(block=True)
+
+
+# -- this engine ---------------------------------------------------------------------------------
+
+
+async def run_engine(jobs: list[Job], max_seqs: int, max_batch_tokens: int, kv_mb: int,
+                     threads: int | None) -> tuple[list[Trace], float, dict[str, Any]]:
+    from batching import EngineSettings, GenerationRequest, SamplingParams, WorkerPool
+
+    pool = WorkerPool(EngineSettings(model=MODEL, devices=["cpu"], max_num_seqs=max_seqs,
+                                     max_num_batched_tokens=max_batch_tokens, kv_cache_memory_mb=kv_mb,
+                                     max_queue=len(jobs), torch_threads=threads))
+    await pool.start()
+    try:
+        start = time.perf_counter()
+        traces = [Trace(start + j.arrival) for j in jobs]
+
+        async def client(job: Job, trace: Trace) -> None:
+            await asyncio.sleep(max(0.0, trace.arrival - time.perf_counter()))  # the client's arrival time
+            params = SamplingParams(temperature=0.0, max_tokens=job.output_tokens, ignore_eos=True)
+            async for out in pool.generate(GenerationRequest(job.prompt, params)):
+                now = time.perf_counter()
+                trace.token_times.extend([now] * len(out.token_ids))
+
+        await asyncio.gather(*(client(j, t) for j, t in zip(jobs, traces, strict=True)))
+        return traces, start, pool.stats()
+    finally:
+        await pool.aclose()
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small workload (CI-sized)")
+    parser.add_argument("--requests", type=int)
+    parser.add_argument("--rate", type=float, help="mean arrivals per second (Poisson)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seqs", type=int, default=32, help="engine max_num_seqs, static batch size, CB cap")
+    parser.add_argument("--max-batch-tokens", type=int, default=512)
+    parser.add_argument("--kv-mb", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
+    parser.add_argument("--systems", default="sequential,static,hf-cb,engine")
+    args = parser.parse_args()
+
+    import torch
+
+    from batching.allocator import keep_freed_memory
+
+    if args.quick:
+        n, rate, prompts, outputs = args.requests or 12, args.rate or 2.0, (16, 256), (16, 96)
+    else:
+        n, rate, prompts, outputs = args.requests or 32, args.rate or 2.0, (16, 512), (16, 256)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    keep_freed_memory()  # the engine's worker does this; the baselines get the same allocator
+    jobs = workload(n, rate, prompts, outputs, args.seed)
+    systems = args.systems.split(",")
+    print(f"workload: {n} requests, Poisson {rate}/s, prompts {sum(len(j.prompt) for j in jobs)} tokens "
+          f"({prompts[0]}-{prompts[1]}), outputs {sum(j.output_tokens for j in jobs)} tokens "
+          f"({outputs[0]}-{outputs[1]}), {threads} torch threads", file=sys.stderr)
+
+    rows: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
+    if "engine" in systems:
+        traces, start, stats = asyncio.run(run_engine(jobs, args.max_seqs, args.max_batch_tokens, args.kv_mb,
+                                                      threads))
+        rows["engine"] = summarise("engine", jobs, traces, start)
+        extra["engine_kv_blocks"] = stats["workers"][0]["kv_blocks"]
+        print(json.dumps(rows["engine"]), file=sys.stderr)
+    model = load_hf_model() if {"sequential", "static", "hf-cb"} & set(systems) else None
+    if "sequential" in systems:
+        traces, start = run_sequential(model, jobs)
+        rows["sequential"] = summarise("sequential", jobs, traces, start)
+        print(json.dumps(rows["sequential"]), file=sys.stderr)
+    if "static" in systems:
+        traces, start = run_static(model, jobs, args.max_seqs)
+        rows["static"] = summarise("static", jobs, traces, start)
+        print(json.dumps(rows["static"]), file=sys.stderr)
+    if "hf-cb" in systems:
+        traces, start = run_hf_continuous(model, jobs, args.max_seqs, args.max_batch_tokens, args.kv_mb)
+        rows["hf-cb"] = summarise("hf-cb", jobs, traces, start)
+        print(json.dumps(rows["hf-cb"]), file=sys.stderr)
+
+    summary: dict[str, Any] = {
+        "bench": "engine",
+        "mode": "quick" if args.quick else "full",
+        "requests": n,
+        "rate_per_s": rate,
+        "seed": args.seed,
+        "torch_threads": threads,
+        "systems": rows,
+        **extra,
+    }
+    if "engine" in rows:
+        mine = rows["engine"]
+        for base in ("sequential", "static", "hf-cb"):
+            if base in rows:
+                summary[f"throughput_vs_{base}"] = round(mine["output_tok_s"] / rows[base]["output_tok_s"], 2)
+                summary[f"ttft_p99_vs_{base}"] = round(mine["ttft_p99_s"] / rows[base]["ttft_p99_s"], 3)
+        if "static" in rows and "hf-cb" in rows:
+            summary["goal_met"] = (
+                summary["throughput_vs_static"] >= 3.0 and summary["throughput_vs_hf-cb"] >= 1.5
+                and mine["ttft_p99_s"] < min(rows["static"]["ttft_p99_s"], rows["hf-cb"]["ttft_p99_s"])
+            )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
