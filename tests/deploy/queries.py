@@ -87,7 +87,11 @@ def uses(expr: str) -> tuple[set[str], dict[str, set[str]]]:
         )
 
     def aggregations(n: Any) -> bool:
-        if type(n).__name__ == "AggregateExpr" and n.modifier is not None and n.modifier.type.name == "By":
+        if (
+            type(n).__name__ == "AggregateExpr"
+            and n.modifier is not None
+            and n.modifier.type == _promql.AggModifierType.By
+        ):
             for selector in selectors(n.expr):
                 labels.setdefault(selector.name, set()).update(n.modifier.labels)
         return True

@@ -36,6 +36,11 @@ class Stream:
     first_chunk: threading.Event = field(default_factory=threading.Event)
 
 
+def _carries_content(line: str) -> bool:
+    compact = line.replace(" ", "")
+    return line.startswith("data: {") and '"content":"' in compact and '"content":""' not in compact
+
+
 def _stream(url: str, body: dict[str, Any], seen: Stream) -> Stream:
     try:
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as resp:
@@ -45,10 +50,9 @@ def _stream(url: str, body: dict[str, Any], seen: Stream) -> Stream:
                     seen.done = True
                 elif line.startswith("data: ") and '"error"' in line:
                     seen.error_event = True
-                elif line.startswith("data: {") and '"content":"' in line.replace(" ", ""):
-                    if '"content":""' not in line.replace(" ", ""):
-                        seen.content_chunks += 1
-                        seen.first_chunk.set()
+                elif _carries_content(line):
+                    seen.content_chunks += 1
+                    seen.first_chunk.set()
     except httpx.HTTPError:
         pass  # a connection cut at the drain deadline is what that test expects; it checks `done`
     finally:
@@ -118,7 +122,7 @@ def test_sigterm_lets_the_stream_finish_refuses_new_work_and_exits(
     gw = _gateway(tmp_path, sim, drain_seconds=20)
     assert gw.proc is not None
     try:
-        future, seen = _start_stream(pool, gw, _body(tokens=30, itl_ms=100))  # about 3 s of stream
+        future, _ = _start_stream(pool, gw, _body(tokens=30, itl_ms=100))  # about 3 s of stream
         signalled = time.monotonic()
         gw.signal(signal.SIGTERM)
 
