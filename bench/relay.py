@@ -30,21 +30,27 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 import numpy as np
+import orjson
+import yaml
 
-from bench.loadgen.call import Reply, send
-from bench.loadgen.http import Pool
+from bench.loadgen.http import HttpError, Pool, render_request
 from bench.loadgen.processes import ManagedServer, free_port, sim_command
+from bench.loadgen.record import RequestRecord, SseObserver
+from bench.loadgen.runner import PRIORITY_HEADER
 from bench.loadgen.shapes import arrival_gaps
-from bench.loadgen.stack import gateway_server, get_json, metric_total, post, start_all
+from bench.loadgen.summary import error_kind
 from bench.loadgen.target import parse_target
 from gateway.sim.cli import parse_distribution
 
@@ -165,15 +171,46 @@ def _body(sim: dict[str, Any] | None = None) -> dict[str, Any]:
     return body
 
 
+@dataclass(slots=True)
+class Reply:
+    record: RequestRecord
+    retry_after: float | None = None  # seconds, from a Retry-After header
+
+
 class Client:
-    """Keep-alive connections to one server."""
+    """Keep-alive connections to one server, timing streams as `switchyard bench` does, but keeping
+    the `Retry-After` header, which its runner drops and a shedding test needs."""
 
     def __init__(self, url: str):
         self.target = parse_target(url + "/v1")
         self.pool = Pool(self.target.host, self.target.port)
 
     async def one(self, body: dict[str, Any], priority: str | None = None, index: int = 0) -> Reply:
-        return await send(self.pool, self.target, body, priority=priority, index=index)
+        """POST a streamed chat request; failures become `record.error`, never exceptions."""
+        headers = {"content-type": "application/json"}
+        if priority is not None:
+            headers[PRIORITY_HEADER] = priority
+        t = self.target
+        data = render_request("POST", t.path("/chat/completions"), t.authority, headers, orjson.dumps(body))
+        rec = RequestRecord(index=index, priority=priority, stream=True)
+        observer = SseObserver(rec)
+        rec.start = perf_counter()
+        try:
+            resp = await self.pool.request(data, observer, 60.0)
+        except HttpError as exc:
+            rec.end = perf_counter()
+            rec.error = exc.kind
+            return Reply(rec)
+        rec.end = perf_counter()
+        rec.status = resp.status
+        retry_after = resp.headers.get(b"retry-after")
+        if resp.status >= 400:
+            rec.error = error_kind(resp.status)
+            rec.chunk_times.clear()
+            rec.ttft = None
+        elif not observer.done and rec.error is None:
+            rec.error = "incomplete_stream"
+        return Reply(rec, _seconds(retry_after))
 
     async def open_loop(self, schedule: Sequence[tuple[float, str | None]], body: dict[str, Any]) -> list[Reply]:
         """Send at the scheduled offsets whatever the answers do (no coordinated omission)."""
@@ -188,6 +225,13 @@ class Client:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _seconds(value: bytes | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: not something a gateway sends for these refusals
 
 
 def poisson_offsets(n: int, rate: float, seed: int) -> list[float]:
@@ -206,8 +250,35 @@ def _chat_requests(sim_url: str) -> int:
 # -- part 1: overhead -------------------------------------------------------------------------
 
 
-async def overhead(direct_url: str, gateway_url: str, scale: Scale) -> dict[str, Any]:
+class CpuMeter:
+    """CPU a process spends on blocks of requests, per request (from /proc; empty elsewhere)."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.spent: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def block(self, kind: str, requests: int) -> Iterator[None]:
+        before = cpu_seconds(self.pid) if self.pid else None
+        yield
+        after = cpu_seconds(self.pid) if self.pid else None
+        if before is not None and after is not None:
+            self.spent[kind] = self.spent.get(kind, 0.0) + after - before
+            self.count[kind] = self.count.get(kind, 0) + requests
+
+    def per_request_ms(self) -> dict[str, float]:
+        return {k: 1000.0 * v / self.count[k] for k, v in self.spent.items() if self.count[k]}
+
+
+async def overhead(
+    direct_url: str, gateway_url: str, scale: Scale, pids: dict[str, int | None] | None = None
+) -> dict[str, Any]:
+    """Part 1; `pids` ("gateway", "sim") adds the CPU each process spends per request."""
     clients = {"direct": Client(direct_url), "gateway": Client(gateway_url)}
+    # What each request costs the process that does the serving work: the gateway on its rounds (the
+    # sim's share is the same both ways), the sim on the direct rounds, as a yardstick.
+    meters = {"gateway": CpuMeter((pids or {}).get("gateway")), "direct": CpuMeter((pids or {}).get("sim"))}
     ttft: dict[str, list[float]] = {k: [] for k in clients}
     gaps: dict[str, list[float]] = {k: [] for k in clients}
     cost: dict[str, list[float]] = {k: [] for k in clients}
@@ -220,20 +291,22 @@ async def overhead(direct_url: str, gateway_url: str, scale: Scale) -> dict[str,
                 await c.one(burst)
         for r in range(scale.rounds):
             for name in list(clients) if r % 2 == 0 else list(reversed(clients)):
-                c = clients[name]
-                for _ in range(scale.paced):
-                    rec = (await c.one(paced)).record
+                c, meter = clients[name], meters[name]
+                with meter.block("paced", scale.paced):
+                    paced_recs = [(await c.one(paced)).record for _ in range(scale.paced)]
+                with meter.block("back_to_back", scale.burst):
+                    burst_recs = [(await c.one(burst)).record for _ in range(scale.burst)]
+                for rec in paced_recs:
                     if not rec.ok or rec.ttft is None:
                         errors[name] += 1
                         continue
                     ttft[name].append(rec.ttft)
                     gaps[name].extend(rec.itls)
-                for _ in range(scale.burst):
-                    rec = (await c.one(burst)).record
-                    if not rec.ok or (pc := per_chunk(rec.chunk_times)) is None:
+                for rec in burst_recs:
+                    if not rec.ok or rec.ttft is None or (pc := per_chunk(rec.chunk_times)) is None:
                         errors[name] += 1
                         continue
-                    ttft[name].append(rec.ttft or 0.0)
+                    ttft[name].append(rec.ttft)
                     cost[name].append(pc)
     finally:
         for c in clients.values():
@@ -247,6 +320,11 @@ async def overhead(direct_url: str, gateway_url: str, scale: Scale) -> dict[str,
             "requests": len(ttft[name]),
             "errors": errors[name],
         }
+    out["cpu_ms_per_request"] = {
+        "gateway": meters["gateway"].per_request_ms(),
+        "sim_direct": meters["direct"].per_request_ms(),
+        "chunks_per_request": {"paced": int(OVERHEAD_SIM["output_tokens"]), "back_to_back": BURST["output_tokens"]},
+    }
     g, d = out["gateway"], out["direct"]
     out["added"] = {
         "ttft_ms": added(g["ttft_ms"], d["ttft_ms"]),
@@ -389,12 +467,63 @@ async def admission(gateways: dict[str, str], sim_url: str, scale: Scale, seed: 
 
 
 def _gateway(backends: list[tuple[str, str]], relay: dict[str, Any], workdir: Path) -> ManagedServer:
+    """A `python -m gateway serve --config` process with only the relay switched on (not started)."""
+    port = free_port()
     config = {
         **LEAN,
         "backends": [{"name": n, "type": "openai", "base_url": url + "/v1", "models": [MODEL]} for n, url in backends],
         "relay": relay,
+        "server": {"port": port, "state_dir": str(workdir / f"state-{port}"), "log_level": "warning"},
     }
-    return gateway_server(config, workdir)
+    path = workdir / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ManagedServer([sys.executable, "-m", "gateway", "serve", "--config", str(path)], port, ready_path="/readyz")
+
+
+def start_all(stack: contextlib.ExitStack, servers: Sequence[ManagedServer]) -> None:
+    """Start `servers` in parallel (a gateway spends seconds importing); all stop when `stack` closes."""
+    with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+        futures = [pool.submit(s.__enter__) for s in servers]
+    for server in servers:
+        stack.callback(server.stop)
+    for f in futures:
+        f.result()  # the first start-up failure, raised once every server is registered for stopping
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time a process has used so far (Linux `/proc`; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# Between phases, off every timed path: plain blocking HTTP to the sims' admin endpoints and /metrics.
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10.0) as resp:
+        return json.loads(resp.read())
+
+
+def post(url: str, body: bytes = b"{}") -> None:
+    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10.0) as resp:
+        resp.read()
+
+
+def metric_total(url: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`, from `url`'s /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10.0) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+    return total
 
 
 def configure_sim(url: str, profile: dict[str, str], seed: int, slots: int | None = None) -> None:
@@ -407,6 +536,23 @@ def configure_sim(url: str, profile: dict[str, str], seed: int, slots: int | Non
 def _sim() -> ManagedServer:
     port = free_port()
     return ManagedServer(sim_command(port, "--log-level", "warning"), port)
+
+
+def _revision() -> str | None:
+    """The commit the gateway runs from, `+dirty` when gateway/ differs from it (a shared checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "gateway"], cwd=root, capture_output=True, text=True)
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _pid(server: ManagedServer) -> int | None:
+    return server.proc.pid if server.proc is not None else None
 
 
 def _run(coro: Any) -> Any:
@@ -448,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     seconds: dict[str, float] = {}
     result: dict[str, Any] = {"bench": "relay", "quick": args.quick, "seed": args.seed, "parts": parts}
+    result["revision"] = _revision()
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         t = perf_counter()
@@ -473,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         if "overhead" in parts:
             t = perf_counter()
             configure_sim(a, OVERHEAD_SIM, args.seed)
-            result["overhead"] = _run(overhead(a, urls["open"], scale))
+            pids = {"gateway": _pid(gws["open"]), "sim": _pid(sims["a"])}
+            result["overhead"] = _run(overhead(a, urls["open"], scale, pids))
             seconds["overhead"] = perf_counter() - t
             _print_overhead(result["overhead"])
         if "hedging" in parts:
