@@ -11,6 +11,8 @@ call the same serving objects.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.errors import Overloaded, PayloadTooLarge, SwitchyardError
+from gateway.errors import Overloaded, PayloadTooLarge, SwitchyardError, error_event
 from gateway.middleware.drain import DrainState
 
 __all__ = ["Edge", "read_body"]
@@ -65,6 +67,31 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class _Progress:
+    """How far a response got: its headers once sent, and whether its last byte went out."""
+
+    __slots__ = ("done", "headers")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.done = False
+
+
+async def _cut_short(send: Send, progress: _Progress) -> None:
+    """End a response the drain deadline interrupted: a 503 if nothing was sent yet, an error
+    event if a stream was under way (the client knows to retry), otherwise just its end."""
+    exc = Overloaded("The gateway shut down before this response finished; retry on another replica.", retry_after=1.0)
+    if progress.done:
+        return
+    with contextlib.suppress(Exception):  # the client may be gone as well
+        if progress.headers is None:
+            await _send_error(send, exc)
+        elif any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in progress.headers):
+            await send({"type": "http.response.body", "body": error_event(exc), "more_body": False})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def _send_error(send: Send, exc: SwitchyardError) -> None:
     headers = _JSON + [(k.encode(), v.encode()) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
@@ -85,10 +112,14 @@ class Edge:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         id_header = (b"x-request-id", request_id)
+        progress = _Progress()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), id_header]
+                progress.headers = message["headers"]
+            elif not message.get("more_body", False):
+                progress.done = True
             await send(message)
 
         path = scope["path"]
@@ -104,6 +135,11 @@ class Edge:
                 await self.app(scope, self._limited(scope, receive), send_with_id)
             else:
                 await self._serve(endpoint, scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if not self.drain.aborting:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await _cut_short(send_with_id, progress)
         finally:
             self.drain.leave()
 

@@ -28,6 +28,8 @@ __all__ = ["GatewayServer", "run"]
 
 log = logging.getLogger(__name__)
 
+_ABORT_GRACE_SECONDS = 1.0  # for requests cut short at the drain deadline to send their error
+
 
 class GatewayServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, drain: DrainState, drain_seconds: float):
@@ -58,6 +60,8 @@ class GatewayServer(uvicorn.Server):
         finished = await self.drain.wait_idle(self.drain_seconds)
         if not finished:
             log.warning("drain deadline passed with %d request(s) still running", self.drain.in_flight)
+            self.drain.abort()  # each ends with an error event or a 503, not a cut connection
+            await self.drain.wait_idle(_ABORT_GRACE_SECONDS)
         self.should_exit = True
 
 
