@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import SwitchyardError
 from gateway.types import JSON, Endpoint
 
 __all__ = ["Completion", "StreamAssembler", "called_tools", "usage_of"]
@@ -29,6 +30,7 @@ class Completion:
     ttft: float | None = None  # seconds from upstream send to first content
     duration: float | None = None  # seconds from upstream send to the end
     from_cache: bool = False
+    error: SwitchyardError | None = None  # what the client was told when the request failed
 
     @property
     def tool_calls(self) -> list[str]:

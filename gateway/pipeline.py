@@ -18,6 +18,7 @@ import orjson
 from gateway import metrics
 from gateway.completion import Completion
 from gateway.context import RequestContext
+from gateway.errors import SwitchyardError
 from gateway.relay import Relay
 from gateway.responses import ASGIResponse, JSONBytesResponse, RelayResponse, SSEReplayResponse, replay_events
 from gateway.types import JSON
@@ -46,10 +47,11 @@ class Pipeline:
                 answer = await stage(ctx)
                 if answer is not None:
                     return self._answered(ctx, answer)
-        except BaseException:
+        except BaseException as exc:
             metrics.labelled(metrics.IN_FLIGHT, ctx.endpoint).dec()
             if ctx.on_complete:  # refused part-way: stages that waited for an outcome must hear of it
-                await ctx.run_hooks(ctx.on_complete, Completion(ctx.endpoint, ctx.model, None, ok=False))
+                error = exc if isinstance(exc, SwitchyardError) else None
+                await ctx.run_hooks(ctx.on_complete, Completion(ctx.endpoint, ctx.model, None, ok=False, error=error))
             raise
         return RelayResponse(self.relay, ctx, self._upstream_body(ctx), self.finish, assemble=ctx.capture)
 

@@ -120,6 +120,7 @@ class RelayResponse(ASGIResponse):
             attempt = await self._start(send)
         except SwitchyardError as exc:
             self.status = exc.status
+            self.completion.error = exc
             if self.started:
                 await self._end_with_error(send, exc)
             else:
@@ -198,6 +199,7 @@ class RelayResponse(ASGIResponse):
         reason = "stall" if isinstance(exc, StreamStalled) else "upstream"
         metrics.labelled(metrics.STREAM_ERRORS, reason).inc()
         self.status = exc.status
+        self.completion.error = exc
         await send({"type": "http.response.body", "body": error_event(exc), "more_body": False})
 
     async def _send_plain(self, send: Send, attempt: Attempt) -> None:
@@ -208,6 +210,7 @@ class RelayResponse(ASGIResponse):
             attempt.lease.backend.record_failure()
             exc = UpstreamError(f"backend '{attempt.backend}' sent a malformed response body")
             self.status = exc.status
+            self.completion.error = exc
             await send_error(send, self.ctx, exc)
             return
         self._complete(attempt, response if isinstance(response, dict) else None, attempt.first_token_at)

@@ -40,8 +40,9 @@ class CacheStage:
         self.cache = cache
         self.relay = relay
         self.coalesce_timeout = coalesce_timeout
-        # Single flight: identical cacheable requests in flight share the first one's answer.
-        self._leaders: dict[tuple[str, str], asyncio.Future[JSON | None]] = {}
+        # Single flight: identical cacheable requests in flight share the first one's answer, or
+        # its error (None: it went away without either, and a follower takes over).
+        self._leaders: dict[tuple[str, str], asyncio.Future[JSON | SwitchyardError | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, ctx: RequestContext) -> Completion | None:
@@ -63,34 +64,38 @@ class CacheStage:
         if not lookup.storable:
             return None
         key = (ctx.tenant.name, lookup.exact_key) if lookup.exact_key else None
-        if key is not None and key in self._leaders:
-            shared = await self._follow(key)
+        while key is not None and (flight := self._leaders.get(key)) is not None:
+            try:
+                shared = await asyncio.wait_for(asyncio.shield(flight), self.coalesce_timeout)
+            except TimeoutError:
+                break  # too slow: go on alone
+            if isinstance(shared, SwitchyardError):
+                # The identical request failed: so would this one. Sending it to the same failing
+                # backend as well would turn a herd into a stampede.
+                raise _same_error(shared)
             if shared is not None:
                 metrics.labelled(metrics.COALESCED, ctx.endpoint).inc()
                 ctx.response_headers[CACHE_HEADER] = "exact"
                 ctx.response_headers[REASON_HEADER] = "coalesced"
                 return _answer(ctx, shared)
+            # Its client left before the answer came: the first follower to wake leads now, and
+            # the others follow it.
         ctx.capture = True
         if key is not None and key not in self._leaders:
-            leader: asyncio.Future[JSON | None] = asyncio.get_running_loop().create_future()
+            leader: asyncio.Future[JSON | SwitchyardError | None] = asyncio.get_running_loop().create_future()
             self._leaders[key] = leader
             ctx.on_complete.append(lambda done: self._lead(key, leader, done))
         ctx.on_complete.append(lambda done: self._store(lookup, done))
         return None
 
-    async def _follow(self, key: tuple[str, str]) -> JSON | None:
-        """Wait for the identical request in flight; None if it failed or took too long."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._leaders[key]), self.coalesce_timeout)
-        except TimeoutError:
-            return None
-
-    def _lead(self, key: tuple[str, str], leader: asyncio.Future[JSON | None], done: Completion) -> None:
+    def _lead(
+        self, key: tuple[str, str], leader: asyncio.Future[JSON | SwitchyardError | None], done: Completion
+    ) -> None:
         if self._leaders.get(key) is leader:
             del self._leaders[key]
         if not leader.done():
             ok = done.ok and not done.cancelled and done.response is not None
-            leader.set_result(done.response if ok else None)
+            leader.set_result(done.response if ok else None if done.cancelled else done.error)
 
     async def _store(self, lookup: CacheLookup, done: Completion) -> None:
         # Only whole, successful answers: not errors, not streams the client abandoned.
@@ -121,6 +126,13 @@ class CacheStage:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _same_error(error: SwitchyardError) -> SwitchyardError:
+    """A follower's own copy of the error its leader got (status, type, code, Retry-After)."""
+    copy = SwitchyardError(error.message, param=error.param, code=error.code, headers=error.headers)
+    copy.status, copy.type = error.status, error.type
+    return copy
 
 
 def _answer(ctx: RequestContext, stored: JSON) -> Completion:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 import orjson
 
-__all__ = ["Seen", "assert_answered", "assert_error_shape", "observe", "recovery_time"]
+__all__ = ["Seen", "assert_answered", "assert_error_shape", "eventually", "observe", "recovery_time", "rss_mb"]
 
 Kind = Literal["complete", "error_status", "error_event", "truncated", "transport_error", "hung"]
 ANSWERED: frozenset[str] = frozenset({"complete", "error_status", "error_event"})
@@ -152,3 +153,21 @@ async def recovery_time(
             return time.perf_counter() - start
         await asyncio.sleep(0.05)  # polling until the gateway serves again, bounded by the budget
     raise AssertionError(f"no complete answer within {budget:g}s")
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Return once `condition()` holds; fail after `timeout` seconds."""
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
+        await asyncio.sleep(0.01)  # polling an observable state, bounded by the deadline
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

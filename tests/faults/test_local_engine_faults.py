@@ -18,7 +18,7 @@ import pytest
 
 from tests.batching.conftest import build_tiny_llama, build_tokenizer
 from tests.faults.conftest import FaultTable
-from tests.faults.oracle import Seen, assert_answered, observe, recovery_time
+from tests.faults.oracle import Seen, assert_answered, eventually, observe, recovery_time
 from tests.support.processes import ServerProcess
 from tests.support.stack import metric_value, start_gateway
 
@@ -107,7 +107,7 @@ async def test_beyond_the_engine_queue_requests_get_503_with_retry_after(
     assert len(served) >= MAX_NUM_SEQS + MAX_QUEUE  # the bounded queue was used in full
     assert len(refused) >= 1  # and beyond it nobody queued
     assert max(s.elapsed for s in refused) < 3.0  # refused quickly, after the relay's short retries
-    text = httpx.get(gateway.url + "/metrics").text
+    text = (await client.get(gateway.url + "/metrics")).text
     assert metric_value(text, "switchyard_engine_requests_rejected_total", reason="overloaded") >= len(refused)
     fault_table.add(
         f"local engine: 10 long requests for a queue of {MAX_NUM_SEQS}+{MAX_QUEUE}",
@@ -129,9 +129,7 @@ async def test_worker_killed_mid_generation(
         await asyncio.gather(*(e.wait() for e in started))
     queued_stream = asyncio.ensure_future(observe(client, url, {**LONG, "stream": True}, deadline=60))
     plain = asyncio.ensure_future(observe(client, url, LONG, deadline=60))
-    async with asyncio.timeout(30):
-        while _worker(gateway)["in_flight"] < MAX_NUM_SEQS + 2:
-            await asyncio.sleep(0.01)  # polling the engine's own count until both have arrived, bounded
+    await eventually(lambda: _worker(gateway)["in_flight"] >= MAX_NUM_SEQS + 2, timeout=30, what="all four in")
     os.kill(before["pid"], signal.SIGKILL)
     killed = time.perf_counter()
     async with asyncio.timeout(30):  # nobody is left hanging

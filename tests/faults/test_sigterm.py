@@ -46,7 +46,9 @@ def _gateway(tmp_path: Path, sim: ServerProcess, drain_seconds: float) -> Server
 async def _streams_in_flight(client: httpx.AsyncClient, gw: ServerProcess, n: int) -> list[asyncio.Future[Seen]]:
     """`n` streams started; returns once the gateway holds all of them in flight."""
     url = gw.url + "/v1/chat/completions"
-    streams = [asyncio.ensure_future(observe(client, url, BODY, deadline=30)) for _ in range(n)]
+    streams: list[asyncio.Future[Seen]] = [
+        asyncio.ensure_future(observe(client, url, BODY, deadline=30)) for _ in range(n)
+    ]
     async with asyncio.timeout(10):
         while True:
             text = (await client.get(gw.url + "/metrics")).text
@@ -74,7 +76,7 @@ async def test_sigterm_lets_streams_finish_and_refuses_newcomers(
         newcomer = await observe(client, gw.url + "/v1/chat/completions", BODY, deadline=5)
         ready = await client.get(gw.url + "/readyz")
         seen = await asyncio.gather(*streams)
-        code, waited = await _exit_code(gw, 20)
+        code, _ = await _exit_code(gw, 20)
         for s in seen:
             assert s.kind == "complete" and s.chunks == 20, s  # every stream ran to its end
         assert_answered(newcomer)
