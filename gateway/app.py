@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from gateway import metrics
+from gateway.drain import DrainState
 from gateway.edge import Edge
 from gateway.errors import BadRequest, SwitchyardError
-from gateway.middleware.drain import DrainState
 from gateway.openai.chat.route import attach_router as attach_chat
 from gateway.openai.completions.route import attach_router as attach_completions
 from gateway.openai.embeddings.route import attach_router as attach_embeddings

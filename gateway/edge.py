@@ -22,8 +22,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
+from gateway.drain import DrainState
 from gateway.errors import Overloaded, PayloadTooLarge, SwitchyardError, error_event
-from gateway.middleware.drain import DrainState
 
 __all__ = ["Edge", "read_body"]
 

@@ -21,7 +21,7 @@ from types import FrameType
 
 import uvicorn
 
-from gateway.middleware.drain import DrainState
+from gateway.drain import DrainState
 from gateway.settings import Settings
 
 __all__ = ["GatewayServer", "run"]

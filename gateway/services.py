@@ -18,8 +18,8 @@ from gateway.backends.backend import Backend
 from gateway.backends.circuit import CircuitBreaker
 from gateway.backends.health import HealthChecker
 from gateway.backends.registry import BackendRegistry
+from gateway.drain import DrainState
 from gateway.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from gateway.middleware.drain import DrainState
 from gateway.openai.chat.serving import ChatServing
 from gateway.openai.completions.serving import CompletionServing
 from gateway.openai.embeddings.serving import EmbeddingServing

@@ -1,15 +1,11 @@
-"""Graceful drain: after SIGTERM new API requests get 503 + Retry-After while in-flight ones finish."""
+"""Graceful drain state: after SIGTERM the edge (gateway/edge.py) refuses new API requests with 503
++ Retry-After while in-flight ones finish; the server (gateway/server.py) waits for them."""
 
 from __future__ import annotations
 
 import asyncio
 
-import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from gateway.errors import Overloaded
-
-__all__ = ["DrainMiddleware", "DrainState"]
+__all__ = ["DrainState"]
 
 
 class DrainState:
@@ -51,27 +47,3 @@ class DrainState:
         except TimeoutError:
             return False
         return True
-
-
-class DrainMiddleware:
-    def __init__(self, app: ASGIApp, state: DrainState, retry_after: float = 5.0):
-        self.app = app
-        self.state = state
-        self.retry_after = retry_after
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        if self.state.draining:
-            exc = Overloaded("The gateway is shutting down; retry on another replica.", retry_after=self.retry_after)
-            headers = [(b"content-type", b"application/json")]
-            headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": orjson.dumps(exc.to_dict())})
-            return
-        self.state.enter()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.state.leave()
