@@ -5,7 +5,8 @@ in-flight requests (streams included) run to completion for up to `server.drain_
 the process exits. A second signal exits at once.
 
 With `server.workers > 1` the parent binds the port once and starts that many worker processes
-sharing the socket; Prometheus runs in multiprocess mode so `/metrics` on any worker reports all.
+sharing the socket, replacing any that dies; Prometheus runs in multiprocess mode so `/metrics`
+on any worker reports all.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import tempfile
+import time
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
@@ -28,6 +32,7 @@ __all__ = ["GatewayServer", "run"]
 
 log = logging.getLogger(__name__)
 
+_RESPAWN_DELAY_SECONDS = 1.0
 _ABORT_GRACE_SECONDS = 1.0  # for requests cut short at the drain deadline to send their error
 
 
@@ -103,18 +108,45 @@ def run(settings: Settings) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.server.host, settings.server.port))
     sock.set_inheritable(True)
+    return _supervise(settings, sock, workers)
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+    """Keep `workers` gateway processes serving `sock`: a worker that dies is replaced; the first
+    SIGTERM or SIGINT is passed on to all of them (each drains), and the parent waits."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_serve_one, args=(settings, sock), name=f"gateway-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
+    procs: dict[int, BaseProcess] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        proc = ctx.Process(target=_serve_one, args=(settings, sock), name=f"gateway-{index}")
+        proc.start()
+        procs[index] = proc
 
     def forward(sig: int, frame: FrameType | None) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, sig)
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, sig)
 
+    for i in range(workers):
+        spawn(i)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+    failed = False
+    while procs:
+        multiprocessing.connection.wait([p.sentinel for p in procs.values()])
+        for index, proc in list(procs.items()):
+            if proc.is_alive():
+                continue
+            proc.join()
+            del procs[index]
+            if proc.exitcode != 0:
+                failed = True
+                log.error("gateway worker %d exited with status %s", index, proc.exitcode)
+            if not stopping:
+                time.sleep(_RESPAWN_DELAY_SECONDS)  # a worker that dies at once must not spin
+                log.warning("restarting gateway worker %d", index)
+                spawn(index)
+    return 1 if failed else 0
