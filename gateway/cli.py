@@ -12,7 +12,12 @@ from gateway.settings import ConfigError, Settings, load_settings
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gateway.yaml"
+# The embedded default: the checkout's config/gateway.yaml, or the copy a wheel installs.
+_DEFAULT_CANDIDATES = (
+    Path(__file__).resolve().parents[1] / "config" / "gateway.yaml",
+    Path(sys.prefix) / "share" / "switchyard" / "gateway.yaml",
+)
+DEFAULT_CONFIG = next((p for p in _DEFAULT_CANDIDATES if p.exists()), _DEFAULT_CANDIDATES[0])
 
 
 def _upstream_backends(urls: list[str]) -> list[dict[str, Any]]:
