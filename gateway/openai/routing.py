@@ -22,15 +22,32 @@ def services(request: Request) -> Services:
 
 def body_schema(model: type[OpenAIBaseModel]) -> dict[str, Any]:
     """Routes read the raw body themselves (to pass unknown fields through untouched); this puts
-    the schema into the OpenAPI description anyway."""
+    the schema into the OpenAPI description anyway, self-contained: the nested models are written
+    in place, since nothing registers them under the document's components."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}
-            },
+            "content": {"application/json": {"schema": _inline(schema, definitions, ())}},
         }
     }
+
+
+def _inline(node: Any, definitions: dict[str, Any], seen: tuple[str, ...]) -> Any:
+    """`node` with every `#/$defs/…` reference replaced by the definition it names."""
+    if isinstance(node, list):
+        return [_inline(v, definitions, seen) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.rsplit("/", 1)[1]
+        if name in seen:
+            raise ValueError(f"{name} refers to itself; a request schema cannot be written in place")
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        return {**_inline(definitions[name], definitions, (*seen, name)), **_inline(siblings, definitions, seen)}
+    return {k: _inline(v, definitions, seen) for k, v in node.items()}
 
 
 def openai_post_route(path: str, serving: str, model: type[OpenAIBaseModel]) -> APIRouter:
