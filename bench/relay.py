@@ -3,7 +3,7 @@ in the same process, on sims and gateways this script starts itself (cache, rout
 so only the relay is measured).
 
     python -m bench.relay            # full: a few minutes
-    python -m bench.relay --quick    # smoke: well under a minute
+    python -m bench.relay --quick    # smoke: under a minute
 
 1. overhead: streams at concurrency 1 from a sim directly and through the gateway, in alternating
    rounds so drift hits both. Added time to first content chunk (p50, p99); added gap between
@@ -566,7 +566,7 @@ def _run(coro: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a short smoke run (well under a minute)")
+    p.add_argument("--quick", action="store_true", help="a short smoke run (under a minute)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
