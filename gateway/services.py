@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -116,13 +117,26 @@ def _start_engine(services: Services, transport: LocalEngineTransport) -> None:
 
     async def load() -> None:
         try:
-            await pool.start()
+            await _then_freeze(pool.start())
             log.info("local engine %s ready in %.1fs", transport.name, pool.load_seconds)
         except Exception:
             log.exception("local engine %s failed to start", transport.name)
 
     services.background.append(asyncio.create_task(load(), name=f"engine-{transport.name}"))
     services.components[f"engine:{transport.name}"] = pool.stats  # includes "ready"
+
+
+def freeze_heap() -> None:
+    """Move everything alive now (frameworks, models, tokenizers) out of the garbage collector's
+    reach: a full collection would otherwise walk millions of start-up objects and stall requests
+    for tens of milliseconds. Called once start-up work is done."""
+    gc.collect()
+    gc.freeze()
+
+
+async def _then_freeze(loading: Awaitable[None]) -> None:
+    await loading
+    freeze_heap()
 
 
 def _embedder(settings: Settings) -> SentenceEmbedder | None:
@@ -208,7 +222,7 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
         services.components["cache"] = lambda: {"ready": True, **cache.health()}  # bypass is not unready
     if embedder is not None:
         services.components["embedder"] = lambda: {"ready": embedder.loaded}
-        services.background.append(asyncio.create_task(embedder.start(), name="embedder-load"))
+        services.background.append(asyncio.create_task(_then_freeze(embedder.start()), name="embedder-load"))
 
         async def close_embedder() -> None:
             embedder.close()
@@ -220,4 +234,5 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
     except TimeoutError:
         log.warning("initial health checks did not finish within %.0fs", res.health_interval)
     health.start()
+    freeze_heap()
     return services
