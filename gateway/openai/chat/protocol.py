@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from gateway.openai.base import OpenAIBaseModel
 
@@ -39,7 +39,8 @@ class StreamOptions(OpenAIBaseModel):
 class ChatCompletionRequest(OpenAIBaseModel):
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = False
+    # Strict: the body goes upstream as sent, so "yes" or 1 must not mean a stream here and not there.
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
