@@ -166,7 +166,7 @@ def test_bad_input_gets_a_4xx_or_an_answer(gateway: ServerProcess, name: str) ->
 )
 def test_odd_authorization_headers_get_a_401(gateway: ServerProcess, authorization: str) -> None:
     response = httpx.post(
-        gateway.url + CHAT, content=_json(ASK), headers={"authorization": authorization.encode("utf-8")}, timeout=10
+        gateway.url + CHAT, content=_json(ASK), headers={b"authorization": authorization.encode("utf-8")}, timeout=10
     )
     assert response.status_code in (400, 401), response.text[:300]
     assert_error_shape(response.json()["error"])
