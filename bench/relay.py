@@ -54,6 +54,24 @@ from bench.loadgen.summary import error_kind
 from bench.loadgen.target import parse_target
 from gateway.sim.cli import parse_distribution
 
+__all__ = [
+    "FULL",
+    "QUICK",
+    "Client",
+    "Reply",
+    "Scale",
+    "added",
+    "admission",
+    "capacity_rps",
+    "class_summary",
+    "hedging",
+    "main",
+    "overhead",
+    "pcts",
+    "per_chunk",
+    "ramp_schedule",
+]
+
 MODEL = "sim-model"
 LEAN: dict[str, Any] = {"auth": {"mode": "none"}, "cache": {"enabled": False}, "router": {"enabled": False}}
 MESSAGES = [{"role": "user", "content": "Tell me about the weather in three short sentences."}]
