@@ -319,7 +319,12 @@ class Relay:
     ) -> None:
         if winner.hedge:
             metrics.labelled(metrics.HEDGES, ctx.model, "won").inc()
+        now = time.perf_counter()
         for task, loser in list(tasks.items()):
+            if loser.first_token_at is None and loser.sent_at:
+                # The loser's TTFT is at least this long. Without recording it the backend's model
+                # would only ever see its fast answers and keep attracting traffic.
+                loser.lease.backend.ttft.observe(now - loser.sent_at, loser.lease.outstanding_at_send)
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

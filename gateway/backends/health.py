@@ -18,6 +18,8 @@ __all__ = ["HealthChecker"]
 
 log = logging.getLogger(__name__)
 
+_RECHECK_UNHEALTHY = 1.0  # seconds
+
 
 class HealthChecker:
     def __init__(self, backends: list[Backend], interval: float):
@@ -53,9 +55,18 @@ class HealthChecker:
             self._task = asyncio.create_task(self._loop(), name="health-checks")
 
     async def _loop(self) -> None:
+        # Healthy backends are checked every interval; unhealthy ones every second, so one that was
+        # still starting when the gateway did is back in rotation promptly.
+        elapsed = 0.0
         while True:
-            await asyncio.sleep(self._interval)  # the check period itself, not a synchronisation
-            await self.check_all()
+            step = min(self._interval, _RECHECK_UNHEALTHY)
+            await asyncio.sleep(step)  # the check period itself, not a synchronisation
+            elapsed += step
+            if elapsed >= self._interval:
+                elapsed = 0.0
+                await self.check_all()
+            else:
+                await asyncio.gather(*(self.check(b) for b in self._backends if not b.healthy))
 
     async def aclose(self) -> None:
         if self._task is not None:
