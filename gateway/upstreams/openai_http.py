@@ -34,17 +34,22 @@ def map_httpx_errors(backend: str) -> Iterator[None]:
         raise UpstreamError(f"backend '{backend}' failed: {type(exc).__name__}") from None
 
 
-async def _sse_events(backend: str, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+def _redact(data: bytes, secret: bytes | None) -> bytes:
+    """An upstream may quote the gateway's own key back (in an error event, say): never pass it on."""
+    return data.replace(secret, b"***") if secret and secret in data else data
+
+
+async def _sse_events(backend: str, pieces: AsyncIterator[bytes], secret: bytes | None) -> AsyncIterator[bytes]:
     decoder = SSEDecoder()
     with map_httpx_errors(backend):
         async for raw in pieces:
             for data in decoder.feed(raw):
                 if data == b"[DONE]":
                     return
-                yield data
+                yield _redact(data, secret)
     for data in decoder.flush():
         if data != b"[DONE]":
-            yield data
+            yield _redact(data, secret)
     # The stream ended without [DONE]: the upstream dropped it part-way.
     raise UpstreamError(f"backend '{backend}' closed the stream before it finished")
 
@@ -52,18 +57,19 @@ async def _sse_events(backend: str, pieces: AsyncIterator[bytes]) -> AsyncIterat
 class _PoolResponse:
     """A response read straight off the HTTP/1.1 pool (plain-HTTP upstreams: the hot path)."""
 
-    __slots__ = ("_backend", "_exchange")
+    __slots__ = ("_backend", "_exchange", "_secret")
 
-    def __init__(self, backend: str, exchange: Exchange):
+    def __init__(self, backend: str, exchange: Exchange, secret: bytes | None):
         self._backend = backend
         self._exchange = exchange
+        self._secret = secret
 
     async def read(self) -> bytes:
         with map_httpx_errors(self._backend):
-            return await self._exchange.read()
+            return _redact(await self._exchange.read(), self._secret)
 
     def events(self) -> AsyncIterator[bytes]:
-        return _sse_events(self._backend, self._exchange.__aiter__())
+        return _sse_events(self._backend, self._exchange.__aiter__(), self._secret)
 
     async def aclose(self) -> None:
         await self._exchange.aclose()
@@ -72,18 +78,19 @@ class _PoolResponse:
 class _HTTPXResponse:
     """A response through httpx's own transport (TLS upstreams)."""
 
-    __slots__ = ("_backend", "_response")
+    __slots__ = ("_backend", "_response", "_secret")
 
-    def __init__(self, backend: str, response: httpx.Response):
+    def __init__(self, backend: str, response: httpx.Response, secret: bytes | None):
         self._backend = backend
         self._response = response
+        self._secret = secret
 
     async def read(self) -> bytes:
         with map_httpx_errors(self._backend):
-            return await self._response.aread()
+            return _redact(await self._response.aread(), self._secret)
 
     def events(self) -> AsyncIterator[bytes]:
-        return _sse_events(self._backend, self._response.aiter_raw())
+        return _sse_events(self._backend, self._response.aiter_raw(), self._secret)
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -106,6 +113,7 @@ class OpenAIHTTPTransport:
     ):
         self.name = name
         self._api_key = api_key
+        self._secret = api_key.encode() if api_key else None
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
@@ -161,7 +169,7 @@ class OpenAIHTTPTransport:
                     raise self._status_error(
                         exchange.status, error_body[:_MAX_ERROR_BODY], exchange.header(b"retry-after")
                     )
-                return _PoolResponse(self.name, exchange)
+                return _PoolResponse(self.name, exchange, self._secret)
             request = self._client.build_request(
                 "POST", call.endpoint, content=body, headers={"x-request-id": call.request_id}
             )
@@ -174,7 +182,7 @@ class OpenAIHTTPTransport:
                 raise self._status_error(
                     response.status_code, error_body[:_MAX_ERROR_BODY], response.headers.get("retry-after")
                 )
-        return _HTTPXResponse(self.name, response)
+        return _HTTPXResponse(self.name, response, self._secret)
 
     async def list_models(self) -> list[str]:
         with map_httpx_errors(self.name):
