@@ -26,7 +26,7 @@ from tests.support.stack import sim_backend, start_gateway, start_sim
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 RPM, TPM = 120, 2000
-REQ_KEY, TOK_KEY = "sk-replica-requests-1", "sk-replica-tokens-2"
+REQ_KEY, TOK_KEY, SHORT_KEY = "sk-replica-requests-1", "sk-replica-tokens-2", "sk-replica-tokens-3"
 CLIENTS_PER_REPLICA = 16
 
 
@@ -40,6 +40,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerPr
             "keys": [
                 {"sha256": hash_key(REQ_KEY), "tenant": "requests", "rpm": RPM},
                 {"sha256": hash_key(TOK_KEY), "tenant": "tokens", "tpm": TPM},
+                {"sha256": hash_key(SHORT_KEY), "tenant": "tokens-short-words", "tpm": TPM},
             ]
         },
         "redis": {"url": server.url},
@@ -177,7 +178,7 @@ async def test_token_limit_when_prompts_hold_more_tokens_than_estimated(
     """Short words: two characters a token, where the gateway's estimate assumes four."""
     prompt = "a " * 150  # 300 characters: estimated 75 prompt tokens, counted 153 by the backend
     body = {"model": "sim-model", "max_tokens": 6, "messages": [{"role": "user", "content": prompt}]}
-    run = await _load(client, replicas, TOK_KEY, body, total=200)
+    run = await _load(client, replicas, SHORT_KEY, body, total=200)
     allowed = TPM + run.window * TPM / 60
     overshoot = run.tokens - allowed
     print(
