@@ -111,11 +111,18 @@ def _transport(settings: BackendSettings) -> UpstreamTransport:
     raise NotImplementedError(f"backend type {settings.type!r}")  # pragma: no cover - validated earlier
 
 
-def _start_engine(services: Services, transport: LocalEngineTransport) -> None:
+def _start_engine(
+    services: Services, transport: LocalEngineTransport, after: asyncio.Task[None] | None = None
+) -> None:
     """Load the model in the background; readiness stays false until every worker is warm."""
     pool = transport.pool
 
     async def load() -> None:
+        if after is not None:
+            # transformers' lazy imports are not thread-safe: the embedder loading in one thread
+            # while the engine's tokenizer loads in another can fail with "cannot import name
+            # 'AutoTokenizer' from 'transformers'", and the engine would never start. One at a time.
+            await asyncio.gather(after, return_exceptions=True)
         try:
             await _then_freeze(pool.start())
             log.info("local engine %s ready in %.1fs", transport.name, pool.load_seconds)
@@ -212,9 +219,13 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
     services.closers.extend(b.transport.aclose for b in backends)
     if redis is not None:
         services.closers.append(redis.aclose)
+    embedder_loading = None
+    if embedder is not None:
+        embedder_loading = asyncio.create_task(_then_freeze(embedder.start()), name="embedder-load")
+        services.background.append(embedder_loading)
     for backend in backends:
         if isinstance(backend.transport, LocalEngineTransport):
-            _start_engine(services, backend.transport)
+            _start_engine(services, backend.transport, after=embedder_loading)
     if router is not None:
         services.closers.append(router.aclose)
     if cache is not None:
@@ -222,7 +233,6 @@ async def build_services(settings: Settings, drain: DrainState | None = None) ->
         services.components["cache"] = lambda: {"ready": True, **cache.health()}  # bypass is not unready
     if embedder is not None:
         services.components["embedder"] = lambda: {"ready": embedder.loaded}
-        services.background.append(asyncio.create_task(_then_freeze(embedder.start()), name="embedder-load"))
 
         async def close_embedder() -> None:
             embedder.close()
