@@ -393,7 +393,10 @@ class WorkerPool:
                     break
                 call(self._on_message, worker, generation, conn.recv())
         except (EOFError, OSError):
-            pass
+            pass  # the pipe closed: the process is gone or going
+        except Exception:
+            log.exception("local engine worker %d: unreadable message; stopping it", worker.index)
+            process.kill()
         finally:
             conn.close()
         process.join()

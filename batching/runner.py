@@ -274,12 +274,15 @@ class ModelRunner:
 
         x = F.embedding(ids_t, self.embed)
         cos, sin = self.cos[pos_t], self.sin[pos_t]
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
+            # After the last layer's attention has written its KV, only the sampled rows matter.
+            keep = sample_rows if index == last else None
             x = self._layer(index, layer, x, cos, sin, slots_t, len(decodes), decode_blocks, decode_mask,
-                            prefill_layout)
+                            prefill_layout, keep)
         if not sampled:
             return []
-        hidden = self._rms(x[sample_rows], self.final_norm)
+        hidden = self._rms(x, self.final_norm)
         logits = F.linear(hidden, self.lm_head).float()
         return self._sample(logits, [c.seq.seq_id for c in sampled])
 
@@ -312,7 +315,9 @@ class ModelRunner:
         return layout
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # Same operations and order as transformers' LlamaRMSNorm, so greedy outputs match it.
+        if x.dtype == torch.float32:  # the fused kernel gives transformers' LlamaRMSNorm bit for bit
+            return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+        # In half precision transformers normalises in float32 and scales after casting back.
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * h.to(x.dtype)
@@ -335,17 +340,17 @@ class ModelRunner:
         decode_blocks: torch.Tensor | None,
         decode_mask: torch.Tensor | None,
         prefills: list[_Prefill],
+        keep: torch.Tensor | None,
     ) -> torch.Tensor:
         tokens = x.shape[0]
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = F.linear(self._rms(x, layer.input_norm), layer.qkv_weight, layer.qkv_bias)
-        q, k, v = torch.split(qkv, [heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
-        q = q.view(tokens, heads, dim)
-        k = k.view(tokens, kv_heads, dim)
+        qk, v = torch.split(qkv, [(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+        qk = qk.view(tokens, heads + kv_heads, dim)
         v = v.reshape(tokens, kv_heads, dim)
         if layer.q_norm is not None and layer.k_norm is not None:
-            q, k = self._rms(q, layer.q_norm), self._rms(k, layer.k_norm)
-        q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            qk = torch.cat([self._rms(qk[:, :heads], layer.q_norm), self._rms(qk[:, heads:], layer.k_norm)], 1)
+        q, k = torch.split(self._rotate(qk, cos, sin), [heads, kv_heads], dim=1)  # one rotation for both
         k_cache, v_cache = self.kv_cache[0, index], self.kv_cache[1, index]  # [kv_heads, blocks, block, dim]
         k_cache.view(kv_heads, -1, dim).index_copy_(1, slots, k.transpose(0, 1))
         v_cache.view(kv_heads, -1, dim).index_copy_(1, slots, v.transpose(0, 1))
@@ -373,7 +378,10 @@ class ModelRunner:
                 vp = v_cache.index_select(1, p.blocks).view(kv_heads, -1, dim)[None, :, :context]
                 attn = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p.mask, enable_gqa=True)
             out[p.begin:p.end] = attn[0].transpose(0, 1)
-        x = x + F.linear(out.view(tokens, heads * dim), layer.o_weight, layer.o_bias)
+        out = out.view(tokens, heads * dim)
+        if keep is not None:
+            x, out = x[keep], out[keep]
+        x = x + F.linear(out, layer.o_weight, layer.o_bias)
         gate, up = F.linear(self._rms(x, layer.post_norm), layer.gate_up_weight, layer.gate_up_bias).chunk(2, -1)
         return x + F.linear(layer.act(gate) * up, layer.down_weight, layer.down_bias)
 

@@ -15,6 +15,10 @@ __all__ = ["EngineSettings"]
 class EngineSettings(BaseModel):
     """Every limit is per worker (one worker per device).
 
+    `max_num_batched_tokens` is the token budget of one iteration (decodes plus prompt chunks); the
+    default suits a small CPU, where a bigger prompt chunk stalls every stream's next token for
+    longer. On a GPU raise it (2048 or more) along with `max_num_seqs`.
+
     `kv_cache_memory_mb` left unset means 1024 MiB on CPU and, on a GPU, whatever free memory
     remains below `gpu_memory_utilization` once the model is loaded. `kv_cache_blocks`, when set,
     fixes the number of KV blocks instead (tests and capacity planning). A worker accepts up to
@@ -28,7 +32,7 @@ class EngineSettings(BaseModel):
     devices: Literal["auto"] | list[str] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_num_seqs: int = Field(32, ge=1, le=4096)
-    max_num_batched_tokens: int = Field(512, ge=1)
+    max_num_batched_tokens: int = Field(256, ge=1)
     max_model_len: int = Field(2048, ge=2)
     block_size: int = Field(16, ge=1, le=1024)
     kv_cache_memory_mb: int | None = Field(None, ge=1)

@@ -34,10 +34,14 @@ def rss_mb(pid: int) -> float:
 
 def flatness(samples: list[float]) -> dict[str, float]:
     tenth = max(1, len(samples) // 10)
-    early = statistics.median(samples[tenth: 2 * tenth])
+    early = statistics.median(samples[tenth : 2 * tenth])
     late = statistics.median(samples[-tenth:])
-    return {"early_mb": round(early, 1), "late_mb": round(late, 1), "max_mb": round(max(samples), 1),
-            "growth_pct": round(100 * (late - early) / early, 2)}
+    return {
+        "early_mb": round(early, 1),
+        "late_mb": round(late, 1),
+        "max_mb": round(max(samples), 1),
+        "growth_pct": round(100 * (late - early) / early, 2),
+    }
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,13 +54,45 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         WorkerPool,
     )
 
-    pool = WorkerPool(EngineSettings(model=args.model, devices=["cpu"], max_num_seqs=args.max_seqs,
-                                     max_num_batched_tokens=args.max_batch_tokens, kv_cache_memory_mb=args.kv_mb))
+    pool = WorkerPool(
+        EngineSettings(
+            model=args.model,
+            devices=["cpu"],
+            max_num_seqs=args.max_seqs,
+            max_num_batched_tokens=args.max_batch_tokens,
+            kv_cache_memory_mb=args.kv_mb,
+        )
+    )
     await pool.start()
     counts = {"completed": 0, "abandoned": 0, "overloaded": 0, "errors": 0, "tokens": 0}
     deadline = time.monotonic() + args.minutes * 60
-    words = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be",
-             "by", "this", "are", "from", "at", "or", "an", "engine", "batch", "token", "model"]
+    words = [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "that",
+        "for",
+        "it",
+        "as",
+        "with",
+        "was",
+        "on",
+        "be",
+        "by",
+        "this",
+        "are",
+        "from",
+        "at",
+        "or",
+        "an",
+        "engine",
+        "batch",
+        "token",
+        "model",
+    ]
 
     async def client(seed: int) -> None:
         rng = random.Random(seed)
@@ -65,8 +101,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             prompt = pool.render_chat([{"role": "user", "content": text}])
             greedy = rng.random() < 0.5
             params = SamplingParams(
-                temperature=0.0 if greedy else 0.8, top_p=0.95, seed=rng.randrange(1 << 30),
-                max_tokens=rng.randint(16, 128), stop=["\n\n"] if rng.random() < 0.3 else (),
+                temperature=0.0 if greedy else 0.8,
+                top_p=0.95,
+                seed=rng.randrange(1 << 30),
+                max_tokens=rng.randint(16, 128),
+                stop=["\n\n"] if rng.random() < 0.3 else (),
                 ignore_eos=rng.random() < 0.5,
             )
             abandon_after = rng.randint(1, 8) if rng.random() < 0.15 else None
