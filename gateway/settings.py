@@ -87,6 +87,10 @@ class AuthSettings(_Section):
 class LimitSettings(_Section):
     rpm: int | None = Field(None, ge=1, description="default requests per minute per tenant (none: unlimited)")
     tpm: int | None = Field(None, ge=1, description="default tokens per minute per tenant (none: unlimited)")
+    prompt_estimate: Literal["bytes", "chars"] = Field(
+        "bytes",
+        description="reserve a prompt's UTF-8 bytes (an upper bound: limits hold) or a quarter of its characters",
+    )
     default_output_tokens: int = Field(
         256, ge=1, description="tokens reserved for a request without max_tokens, settled after it completes"
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from gateway import metrics
 from gateway.backends.registry import BackendRegistry
 from gateway.completion import Completion
@@ -15,23 +17,34 @@ from gateway.settings import LimitSettings
 
 __all__ = ["Admit", "estimate_tokens"]
 
-_CHARS_PER_TOKEN = 4
+_PER_MESSAGE = 4  # role and separators a chat template adds around each message
 
 
-def estimate_tokens(body: dict[str, Any], default_output: int) -> int:
-    """Prompt tokens (about four characters each) plus the output the request may produce."""
+def _text_size(value: Any, per_token: int) -> int:
+    if isinstance(value, str):
+        return len(value.encode()) if per_token == 1 else len(value) // per_token
+    if isinstance(value, list):
+        return sum(_text_size(part.get("text", "") if isinstance(part, dict) else part, per_token) for part in value)
+    return 0
+
+
+def estimate_tokens(body: dict[str, Any], default_output: int, *, upper_bound: bool = True) -> int:
+    """Tokens a request may use: its prompt plus the output it may produce.
+
+    With `upper_bound` the prompt counts one token per UTF-8 byte (tool definitions included),
+    which no byte-level tokenizer exceeds; the reservation is settled against real usage when
+    the request ends, so over-reserving costs nothing but headroom. Without it, four characters
+    a token: closer on English, but requests admitted together can each overrun their share.
+    """
+    per_token = 1 if upper_bound else 4
     if "messages" in body:
-        chars = 0
-        for m in body.get("messages") or ():
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                chars += sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
-        prompt = chars // _CHARS_PER_TOKEN + 4 * len(body.get("messages") or ())
+        messages = body.get("messages") or ()
+        prompt = sum(_text_size(m.get("content"), per_token) for m in messages if isinstance(m, dict))
+        prompt += _PER_MESSAGE * len(messages)
+        if body.get("tools"):
+            prompt += len(orjson.dumps(body["tools"])) // per_token
     else:
-        source = body.get("prompt", body.get("input", ""))
-        prompt = len(str(source)) // _CHARS_PER_TOKEN + 1
+        prompt = _text_size(body.get("prompt", body.get("input", "")), per_token) + 1
     output = body.get("max_completion_tokens") or body.get("max_tokens")
     if "input" in body:  # embeddings produce no tokens
         output = 0
@@ -81,7 +94,9 @@ class Admit:
 
     async def _limit(self, ctx: RequestContext) -> None:
         tenant = ctx.tenant
-        cost = estimate_tokens(ctx.body, self.limits.default_output_tokens)
+        cost = estimate_tokens(
+            ctx.body, self.limits.default_output_tokens, upper_bound=self.limits.prompt_estimate == "bytes"
+        )
         decision = await self.limiter.reserve(tenant.name, tenant.rpm, tenant.tpm, cost)
         headers = decision.headers(tenant.rpm, tenant.tpm)
         if not decision.allowed:
@@ -104,5 +119,5 @@ class Admit:
         elif done.ok:
             return  # usage unknown: the reservation stands
         else:
-            used = estimate_tokens({**ctx.body, "max_tokens": 0}, 0)  # failed early: charge the prompt
+            used = estimate_tokens({**ctx.body, "max_tokens": 0}, 0, upper_bound=False)  # failed: charge the prompt
         await self.limiter.settle(ctx.tenant.name, ctx.tenant.tpm, used - ctx.reserved_tokens)

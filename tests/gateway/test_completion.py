@@ -81,6 +81,9 @@ def test_replay_round_trips_through_the_assembler() -> None:
 
 def test_token_estimate() -> None:
     body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
-    assert estimate_tokens(body, 256) == 100 + 4 + 50
-    assert estimate_tokens({"messages": [{"role": "user", "content": "hi"}]}, 256) == 4 + 256
-    assert estimate_tokens({"input": "x" * 40}, 256) == 11
+    assert estimate_tokens(body, 256) == 400 + 4 + 50  # one token per byte: never under the real count
+    assert estimate_tokens(body, 256, upper_bound=False) == 100 + 4 + 50
+    assert estimate_tokens({"messages": [{"role": "user", "content": "hé"}]}, 256) == 3 + 4 + 256
+    assert estimate_tokens({"input": "x" * 40}, 256) == 41
+    with_tools = {**body, "tools": [{"type": "function", "function": {"name": "f"}}]}
+    assert estimate_tokens(with_tools, 256) > estimate_tokens(body, 256)

@@ -65,7 +65,7 @@ async def test_token_limit_reserves_up_front_and_settles_with_real_usage(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     sim = start_sim("--output-tokens", "4", log_dir=tmp_path)
-    # A request with max_tokens=100 and a two-character prompt reserves 104 tokens.
+    # A request with max_tokens=100 and a two-byte prompt reserves 106 tokens (bytes, plus 4 for the message).
     config = _config(redis_server, sim_backend("sim", sim, models=["sim-model"]), tpm=250)
     gw = start_gateway(config, tmp_path)
     try:

@@ -167,11 +167,6 @@ async def test_token_limit_holds_across_three_replicas(
     assert overshoot <= run.largest_estimate
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the prompt estimate (four characters a token, gateway/stages/admission.py) is not an upper bound: "
-    "requests admitted together each overrun their reservation, ~460 tokens (5 requests' worth) at 48 clients",
-)
 async def test_token_limit_when_prompts_hold_more_tokens_than_estimated(
     replicas: list[ServerProcess], client: httpx.AsyncClient
 ) -> None:
