@@ -15,7 +15,7 @@ from typing import Protocol
 __all__ = ["Decoder", "IncrementalDetokenizer", "StopStrings"]
 
 _PROMPT_CONTEXT = 6  # prompt tokens decoded with the output, so the first token's leading space is right
-_MAX_HELD_TOKENS = 16  # a window that never ends cleanly (a run of stray bytes) is cut here
+_MAX_HELD_TOKENS = 16  # a window longer than this is slid forward (or, if it never ends cleanly, cut)
 
 
 class Decoder(Protocol):
@@ -32,7 +32,10 @@ class IncrementalDetokenizer:
     def add(self, token_ids: Sequence[int]) -> str:
         """The new text that `token_ids` complete, possibly empty."""
         self._ids.extend(token_ids)
-        return self._emit(final=len(self._ids) - self._read > _MAX_HELD_TOKENS)
+        out = self._emit(final=False)
+        if len(self._ids) - self._read > _MAX_HELD_TOKENS:
+            out += self._shorten()
+        return out
 
     def flush(self) -> str:
         """Whatever is still held back, at the end of the stream."""
@@ -55,7 +58,19 @@ class IncrementalDetokenizer:
         self._read, self._sent = len(self._ids), 0
         return out
 
-
+    def _shorten(self) -> str:
+        """Slide the window to the latest token boundary where the text ends cleanly (its text has been
+        emitted), so that a long run of split characters does not make every decode longer."""
+        decode = self._decoder.decode
+        context = len(decode(self._ids[:self._read], skip_special_tokens=True))
+        for cut in range(len(self._ids) - 1, self._read, -1):
+            text = decode(self._ids[:cut], skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) - context <= self._sent:
+                self._sent -= len(text) - context
+                self._ids = self._ids[self._read:]
+                self._read = cut - self._read
+                return ""
+        return self._emit(final=True)  # nothing but stray bytes: stop waiting for them to complete
 class StopStrings:
     def __init__(self, stops: Sequence[str]):
         self._stops = tuple(stops)

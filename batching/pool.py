@@ -281,7 +281,8 @@ class WorkerPool:
                     return
                 yield out
         except (asyncio.CancelledError, GeneratorExit):
-            reason = "cancelled"
+            if reason == "error":  # not after the last output had been handed over
+                reason = "cancelled"
             raise
         finally:
             self._release(state, reason)

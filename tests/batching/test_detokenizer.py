@@ -41,6 +41,29 @@ def test_a_character_split_over_byte_tokens_comes_out_whole(tokenizer: Any) -> N
     assert deltas[:-2] == [""] * (len(ids) - 1) and deltas[-2] == "🚀" and deltas[-1] == ""
 
 
+def test_a_long_run_of_split_characters_keeps_a_short_window(tokenizer: Any) -> None:
+    text = "𐀀🚀東京" * 8  # every character spans several byte tokens
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    detok = IncrementalDetokenizer(tokenizer, [])
+    out = ""
+    for i in range(0, len(ids), 3):  # chunks that keep splitting characters
+        out += detok.add(ids[i:i + 3])
+        assert len(detok._ids) <= 24  # the window slides even though the text rarely ends cleanly
+    assert out + detok.flush() == text
+
+
+def test_stray_bytes_are_eventually_emitted(tokenizer: Any) -> None:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_chars: dict[int, str] = bytes_to_unicode()  # type: ignore[no-untyped-call]
+    lead_byte = tokenizer.convert_tokens_to_ids(byte_chars[0xE2])  # starts a 3-byte character
+    ids = [lead_byte] * 40  # never completed: every prefix ends in U+FFFD
+    detok = IncrementalDetokenizer(tokenizer, [])
+    out = "".join(detok.add([t]) for t in ids)
+    assert out and len(detok._ids) <= 24
+    assert out + detok.flush() == tokenizer.decode(ids)
+
+
 def test_leading_space_after_the_prompt_is_kept(tokenizer: Any) -> None:
     prompt = tokenizer("Hello", add_special_tokens=False)["input_ids"]
     ids = tokenizer(" world", add_special_tokens=False)["input_ids"]
