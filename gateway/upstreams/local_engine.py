@@ -77,8 +77,9 @@ def _check_supported(body: JSON) -> None:
         raise BadRequest("The local engine supports only response_format {'type': 'text'}.", param="response_format")
 
 
-def sampling_from(body: JSON) -> SamplingParams:
-    """OpenAI sampling fields → the engine's, with OpenAI's defaults."""
+def sampling_from(body: JSON, room: int) -> SamplingParams:
+    """OpenAI sampling fields → the engine's, with OpenAI's defaults: without `max_tokens` the
+    answer may run to the end of the context (`room` tokens after the prompt)."""
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     stop = body.get("stop") or ()
     return SamplingParams(
@@ -86,7 +87,7 @@ def sampling_from(body: JSON) -> SamplingParams:
         top_p=float(body["top_p"]) if body.get("top_p") is not None else 1.0,
         top_k=int(body.get("top_k") or 0),
         seed=body.get("seed"),
-        max_tokens=int(max_tokens) if max_tokens else 256,
+        max_tokens=int(max_tokens) if max_tokens else max(1, room),
         stop=(stop,) if isinstance(stop, str) else tuple(stop),
         ignore_eos=bool(body.get("ignore_eos", False)),
     )
@@ -209,7 +210,9 @@ class LocalEngineTransport:
             raise NoBackendAvailable(f"local engine '{self.name}' is still loading its model", retry_after=5.0)
         _check_supported(call.body)
         with map_engine_errors(self.name):
-            request = GenerationRequest(self._prompt(call), sampling_from(call.body), call.priority)  # type: ignore[arg-type]
+            prompt = self._prompt(call)
+            sampling = sampling_from(call.body, self.pool.max_model_len - len(prompt))
+            request = GenerationRequest(prompt, sampling, call.priority)  # type: ignore[arg-type]
             stream = self.pool.generate(request)
             try:
                 first = await anext(stream)
