@@ -49,8 +49,12 @@ def request(text: str, history: list[dict[str, str]] | None = None) -> dict[str,
 
 
 def completion(text: str) -> dict[str, Any]:
-    return {"object": "chat.completion", "model": "m", "usage": {"completion_tokens": 8},
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+    return {
+        "object": "chat.completion",
+        "model": "m",
+        "usage": {"completion_tokens": 8},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
 
 
 def rates(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -69,8 +73,9 @@ def rates(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     }
 
 
-async def run_pairs(pairs: list[dict[str, Any]], vectors: dict[str, np.ndarray], settings: CacheSettings
-                    ) -> list[dict[str, Any]]:
+async def run_pairs(
+    pairs: list[dict[str, Any]], vectors: dict[str, np.ndarray], settings: CacheSettings
+) -> list[dict[str, Any]]:
     cache = ResponseCache(settings, MemoryStore(), None)
     await cache.start()
 
@@ -85,8 +90,16 @@ async def run_pairs(pairs: list[dict[str, Any]], vectors: dict[str, np.ndarray],
         second = await cache.lookup(tenant, request(p["b"]), embed)
         cos = float(vectors[p["a"]] @ vectors[p["b"]])
         cat = p["category"] + ("/" + p["style"] if p["category"] == "paraphrase" else "")
-        rows.append({"id": p["id"], "same": bool(p["same_answer"]), "cat": cat, "cos": cos,
-                     "served": second.hit, "reason": second.reason})
+        rows.append(
+            {
+                "id": p["id"],
+                "same": bool(p["same_answer"]),
+                "cat": cat,
+                "cos": cos,
+                "served": second.hit,
+                "reason": second.reason,
+            }
+        )
     await cache.aclose()
     return rows
 
@@ -95,8 +108,7 @@ def pctl(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples), q))
 
 
-async def latency(embedder: SentenceEmbedder, texts: list[str], paraphrases: list[str], n: int
-                  ) -> dict[str, Any]:
+async def latency(embedder: SentenceEmbedder, texts: list[str], paraphrases: list[str], n: int) -> dict[str, Any]:
     # A generous embedding deadline: on a busy machine the shipped 50 ms would cut the timings short.
     settings = CacheSettings(embed_timeout_s=1.0)
     cache = ResponseCache(settings, MemoryStore(), embedder)
@@ -131,9 +143,12 @@ async def latency(embedder: SentenceEmbedder, texts: list[str], paraphrases: lis
     semantic: list[float] = []
     misses: list[float] = []
     statuses: dict[str, int] = defaultdict(int)
-    unrelated = [f"Write a limerick about a {w} who learns {x}" for w, x in
-                 zip(["cat", "dog", "fox", "owl", "yak"] * 40, ["chess", "jazz", "rust", "tax", "yoga"] * 40,
-                     strict=True)]
+    unrelated = [
+        f"Write a limerick about a {w} who learns {x}"
+        for w, x in zip(
+            ["cat", "dog", "fox", "owl", "yak"] * 40, ["chess", "jazz", "rust", "tax", "yoga"] * 40, strict=True
+        )
+    ]
     for i in range(n):
         text = paraphrases[i % len(paraphrases)] + " " * (i // len(paraphrases))  # defeat any memo
         t = time.perf_counter()
@@ -228,18 +243,26 @@ async def main() -> None:
             r[f"cos@{t}"] = r["cos"] >= t
 
     quality: dict[str, Any] = {}
-    for split, sel in (("all", rows), ("dev", [r for r in rows if is_dev(r["id"])]),
-                       ("held_out", [r for r in rows if not is_dev(r["id"])])):
-        quality[split] = {"guarded": rates(sel, "served"),
-                          **{f"plain_cosine@{t}": rates(sel, f"cos@{t}") for t in thresholds}}
+    for split, sel in (
+        ("all", rows),
+        ("dev", [r for r in rows if is_dev(r["id"])]),
+        ("held_out", [r for r in rows if not is_dev(r["id"])]),
+    ):
+        quality[split] = {
+            "guarded": rates(sel, "served"),
+            **{f"plain_cosine@{t}": rates(sel, f"cos@{t}") for t in thresholds},
+        }
     # plain cosine's own best: the lowest threshold with wrong hits <= 1% (picked on all data: optimistic)
     best = None
     for t in sorted({round(r["cos"], 4) for r in rows}):
         traps = [r["cos"] >= t for r in rows if not r["same"]]
         if sum(traps) / len(traps) <= 0.01:
             hits = [r["cos"] >= t for r in rows if r["same"]]
-            best = {"threshold": t, "hit_rate": round(sum(hits) / len(hits), 4),
-                    "wrong_rate": round(sum(traps) / len(traps), 4)}
+            best = {
+                "threshold": t,
+                "hit_rate": round(sum(hits) / len(hits), 4),
+                "wrong_rate": round(sum(traps) / len(traps), 4),
+            }
             break
     reasons: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -247,15 +270,18 @@ async def main() -> None:
             reasons[str(r["reason"])] += 1
 
     n = 60 if args.quick else 200
-    lat = await latency(embedder, [p["a"] for p in pairs if p["same_answer"]][:300],
-                        [p["b"] for p in pairs if p["same_answer"]], n)
+    lat = await latency(
+        embedder, [p["a"] for p in pairs if p["same_answer"]][:300], [p["b"] for p in pairs if p["same_answer"]], n
+    )
     red = await redis_latency(n)
     conv = conversations(settings)
 
     for split in ("all", "held_out"):
         q = quality[split]
-        print(f"[{split}] guarded: hit {q['guarded']['hit_rate']:.1%}  wrong {q['guarded']['wrong_rate']:.1%} "
-              f"({q['guarded']['wrong']}/{q['guarded']['n_trap']})")
+        print(
+            f"[{split}] guarded: hit {q['guarded']['hit_rate']:.1%}  wrong {q['guarded']['wrong_rate']:.1%} "
+            f"({q['guarded']['wrong']}/{q['guarded']['n_trap']})"
+        )
         for t in thresholds:
             c = q[f"plain_cosine@{t}"]
             print(f"[{split}] plain cosine @ {t}: hit {c['hit_rate']:.1%}  wrong {c['wrong_rate']:.1%}")
@@ -276,8 +302,9 @@ async def main() -> None:
         "dev_hit_rate": quality["dev"]["guarded"]["hit_rate"],
         "dev_wrong_rate": quality["dev"]["guarded"]["wrong_rate"],
         "by_category": quality["all"]["guarded"]["by_category"],
-        "plain_cosine": {str(t): {k: quality["all"][f"plain_cosine@{t}"][k] for k in ("hit_rate", "wrong_rate")}
-                         for t in thresholds},
+        "plain_cosine": {
+            str(t): {k: quality["all"][f"plain_cosine@{t}"][k] for k in ("hit_rate", "wrong_rate")} for t in thresholds
+        },
         "plain_cosine_best_at_1pct": best,
         "conversations": {k: conv[k] for k in ("hit_rate", "wrong_rate", "by_category")},
         "goal_met": quality["all"]["guarded"]["wrong_rate"] <= 0.01 and quality["all"]["guarded"]["hit_rate"] >= 0.5,
