@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_GATEWAY,
         help="command starting the gateway; {upstream} and {port} are filled in",
     )
-    p.add_argument("--gateway-ready", default="/healthz", help="path that answers 200 once the gateway is up")
+    p.add_argument("--gateway-ready", default="/readyz", help="path that answers 200 once the gateway is up")
     p.add_argument("--sim-only", action="store_true", help="measure the direct path only")
     p.add_argument("--requests", type=int, default=1000, help="requests per round at concurrency 1")
     p.add_argument("--rps-requests", type=int, default=4000, help="requests per round at concurrency 32")
