@@ -97,6 +97,10 @@ class DelayProxy:
                 queue.put_nowait((loop.time() + self.delay, data))
         except (ConnectionError, OSError):
             pass
-        queue.put_nowait((0.0, b""))
-        with contextlib.suppress(ConnectionError, OSError):
-            await sender
+        except asyncio.CancelledError:
+            sender.cancel()  # the proxy is closing: a sender left pending would be destroyed with the loop
+            raise
+        finally:
+            queue.put_nowait((0.0, b""))
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+                await sender

@@ -22,6 +22,8 @@ from tests.faults.oracle import Seen, assert_answered, eventually, observe, reco
 from tests.support.processes import ServerProcess
 from tests.support.stack import metric_value, start_gateway
 
+pytestmark = pytest.mark.slow  # a model to build and load, a worker to restart: about a minute
+
 MODEL = "tiny-llama"
 MAX_NUM_SEQS, MAX_QUEUE = 2, 2  # a worker holds at most four requests
 LONG: dict[str, Any] = {

@@ -118,6 +118,7 @@ def _router_writes(redis_url: str) -> int:
         return int(r.get("switchyard:router:ver:steady") or 0)
 
 
+@pytest.mark.slow  # the router needs the embedding model loaded
 async def test_redis_stopped_and_restarted_mid_run(
     tmp_path: Path,
     sim: ServerProcess,
