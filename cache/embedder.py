@@ -56,6 +56,10 @@ class SentenceEmbedder:
     Callers on the event loop enqueue texts; one background thread drains whatever has queued
     up into a single `encode` call. Under load that turns N concurrent 10 ms calls into one
     call of about 15 ms instead of N serialised ones.
+
+    That thread also loads the model and warms it up: torch's OpenMP pool belongs to the thread
+    that calls into it, and a second calling thread brings a second pool whose idle workers spin
+    against the first (measured on 2 cores: 13.5 ms per short query instead of 7.3).
     """
 
     def __init__(self, model_path: str | Path | None = None, *, max_batch: int = 64, device: str = "cpu"):
@@ -70,6 +74,8 @@ class SentenceEmbedder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._loaded = threading.Event()
+        self._load_error: Exception | None = None
         self.batches = 0  # encode calls made, for tests and metrics
 
     @property
@@ -81,9 +87,15 @@ class SentenceEmbedder:
         return self._model is not None
 
     def load(self) -> None:
-        """Load the model (blocking, a few seconds) and start the batching thread."""
-        if self._model is not None:
-            return
+        """Load the model (blocking, a few seconds) on the batching thread, which then serves."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="embedder-batcher", daemon=True)
+            self._thread.start()
+        self._loaded.wait()
+        if self._load_error is not None:
+            raise RuntimeError(f"embedder failed to load: {self._load_error}") from self._load_error
+
+    def _load_model(self) -> None:
         from sentence_transformers import SentenceTransformer
 
         started = time.perf_counter()
@@ -95,8 +107,6 @@ class SentenceEmbedder:
         self._dim = int(dim) if dim else int(self._encode(["warm-up"]).shape[1])
         self._encode(["warm-up"])  # first call pays lazy initialisation
         log.info("embedder loaded from %s in %.1fs", self._model_path.name, time.perf_counter() - started)
-        self._thread = threading.Thread(target=self._run, name="embedder-batcher", daemon=True)
-        self._thread.start()
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
@@ -138,6 +148,14 @@ class SentenceEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def _run(self) -> None:
+        try:
+            self._load_model()
+        except Exception as exc:
+            self._load_error = exc
+            self._model = None
+            return
+        finally:
+            self._loaded.set()
         while not self._closed:
             self._wakeup.wait()
             with self._lock:

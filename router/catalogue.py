@@ -1,8 +1,8 @@
 """A tool catalogue: one distinct `tools` list, prepared for scoring (vectors stacked, BM25 built).
 
 Applications send the same tools with every request, so a catalogue is built once and then found by
-a cheap fingerprint of the list: marshal bytes, about 1 ms for 741 tools against 4 ms for canonical
-JSON (marshal format 2 has no back-references, so equal lists give equal bytes). Its id is a hash of
+a cheap fingerprint of the list: its JSON bytes as orjson writes them (keys in the order given) and
+SHA-1, about 0.8 ms for 741 tools where marshal took 1.7 and canonical JSON 4. Its id is a hash of
 its tools' definition hashes: stable across processes and restarts, and the key under which feedback
 models are kept.
 """
@@ -10,7 +10,6 @@ models are kept.
 from __future__ import annotations
 
 import hashlib
-import marshal
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from router.embedder import Vectors
 from router.lexical import LexicalIndex, words
@@ -61,12 +61,12 @@ class Catalogue:
 
 
 def fingerprint(tools: Sequence[Mapping[str, Any]]) -> bytes | None:
-    """A cheap key for this exact list; None when the list holds something marshal cannot encode."""
+    """A cheap key for this exact list; None when the list holds something JSON cannot encode."""
     try:
-        raw = marshal.dumps(list(tools), 2)
-        return hashlib.blake2b(raw, digest_size=16).digest()
-    except ValueError:
+        raw = orjson.dumps(tools)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
         return None
+    return hashlib.sha1(raw, usedforsecurity=False).digest()
 
 
 def identify(tools: Sequence[Mapping[str, Any]]) -> Identity:
