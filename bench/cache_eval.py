@@ -9,8 +9,10 @@ looked at while tuning, so its figures are the honest ones. Also fow-cache's con
 where the scope partition (earlier turns) decides before any guard does.
 
 Latency, same run: exact hit vs. the cheapest exact cache imaginable (hash the body, dict lookup);
-semantic lookup (embedding included) vs. the embedding alone; a miss vs. a semantic lookup; and,
-when redis-server is installed, the exact hit over Redis.
+semantic lookup (embedding included) vs. the embedding alone; a miss vs. a semantic lookup; when
+redis-server is installed, the exact hit over Redis; and over HTTP, a real gateway (embedded
+defaults, memory cache) in front of a sim whose first token takes 200 ms: time to the first content
+token of a streamed miss, a streamed exact hit and a streamed semantic hit.
 
     .venv/bin/python -m bench.cache_eval [--quick]
 
@@ -25,14 +27,19 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
+import sys
 import time
 from collections import defaultdict
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import httpx
 import numpy as np
+import orjson
 
+from bench.loadgen.processes import ManagedServer, free_port, sim_command
 from cache import CacheSettings, MemoryStore, RedisStore, ResponseCache, SentenceEmbedder
 from cache.keys import request_keys
 
@@ -198,6 +205,44 @@ async def redis_latency(n: int) -> dict[str, Any] | None:
         server.stop()
 
 
+async def _first_token(client: httpx.AsyncClient, text: str) -> tuple[float, str]:
+    """Seconds to the first content token of a streamed request, and its cache status."""
+    body = {**request(text), "model": "sim-model", "stream": True}
+    started = time.perf_counter()
+    first = None
+    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if first is None and line.startswith("data: {"):
+                choices = orjson.loads(line[6:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    first = time.perf_counter() - started
+        status = resp.headers.get("x-switchyard-cache", "none")
+    return (first if first is not None else float("nan")), status
+
+
+async def streamed_hits(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Per pair (a question, and a rewording the guards let through): a streamed miss on `a`, then
+    `b` (a semantic hit) and `a` again (an exact hit), through a real gateway process."""
+    sim_port = free_port()
+    sim_flags = ("--models", "sim-model", "--ttft-ms", "200", "--itl-ms", "2", "--output-tokens", "24")
+    with ManagedServer(sim_command(sim_port, *sim_flags), sim_port) as sim:
+        port = free_port()
+        serve = [sys.executable, "-m", "gateway", "serve", "--upstream", sim.url, "--port", str(port)]
+        with ManagedServer(serve, port, ready_path="/readyz", timeout_s=180) as gateway:
+            by_status: dict[str, list[float]] = defaultdict(list)
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+                for a, b in pairs:
+                    for text in (a, b, a):
+                        ttft, status = await _first_token(client, text)
+                        by_status[status].append(ttft * 1e3)
+    return {
+        "requests": {k: len(v) for k, v in sorted(by_status.items())},
+        **{f"{k}_ttft_p50_ms": round(statistics.median(v), 2) for k, v in sorted(by_status.items())},
+        **{f"{k}_ttft_p90_ms": round(pctl(v, 90), 2) for k, v in sorted(by_status.items())},
+    }
+
+
 def conversations(settings: CacheSettings) -> dict[str, Any]:
     """Conversation pairs: served only when the earlier turns match exactly (the scope partition)."""
     import fow_cache  # type: ignore[import-untyped]  # ships no type information
@@ -274,6 +319,8 @@ async def main() -> None:
         embedder, [p["a"] for p in pairs if p["same_answer"]][:300], [p["b"] for p in pairs if p["same_answer"]], n
     )
     red = await redis_latency(n)
+    served = [(p["a"], p["b"]) for p, r in zip(pairs, rows, strict=True) if r["served"]]
+    http = await streamed_hits(served[: 15 if args.quick else 40])
     conv = conversations(settings)
 
     for split in ("all", "held_out"):
@@ -292,6 +339,7 @@ async def main() -> None:
     print(f"latency: {lat}")
     if red:
         print(f"redis: {red}")
+    print(f"streamed over HTTP (sim TTFT 200 ms): {http}")
     summary = {
         "bench": "cache_eval",
         "defaults": g.model_dump(),
@@ -311,6 +359,10 @@ async def main() -> None:
         "latency": {k: v for k, v in lat.items() if k != "statuses"} | (red or {}),
         "embed_1200_texts_s": round(embed_all_s, 2),
         "semantic_p50_goal_met": lat["semantic_lookup_p50_ms"] <= 15.0,
+        "streamed_http": http,
+        "streamed_hit_ttft_goal_met": all(
+            http.get(f"{k}_ttft_p50_ms", float("inf")) <= 20.0 for k in ("exact", "semantic")
+        ),
     }
     embedder.close()
     print(json.dumps(summary, separators=(",", ":")))

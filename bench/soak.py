@@ -12,11 +12,12 @@ arrive at a steady --rps (Poisson, seeded) and mix:
     streams the client abandons after two chunks, and requests that ask the sim for a fault
     (errors these are meant to be, counted apart from unexpected ones; they go to a sim of their own)
 
-Every --sample-seconds the gateway's resident set size is read (psutil if installed, else /proc),
-and its engine workers' too. The first tenth of the run is warm-up (caches, pools, allocator arenas
-and the router's catalogues fill). Memory growth is the least-squares slope of the samples after
-warm-up, per hour, as a share of the post-warm-up start; latency drift compares the p99 of the
-first tenth of the post-warm-up run with the last tenth.
+The response cache and the router's feedback are capped low (300 entries, 100 examples per scope)
+so that they are full by the end of warm-up. Every --sample-seconds the gateway's resident set size
+is read (psutil if installed, else /proc), and its engine workers' too. The first tenth of the run
+is warm-up (caches, pools, allocator arenas and the router's catalogues fill). Memory growth is the
+least-squares slope of the samples after warm-up, per hour, as a share of the post-warm-up start;
+latency drift compares the p99 of the first tenth of the post-warm-up run with the last tenth.
 
     .venv/bin/python -m bench.soak                       # 30 minutes
     .venv/bin/python -m bench.soak --minutes 10 --rps 20
@@ -268,8 +269,11 @@ def gateway_config(
                 },
             },
         ],
-        "cache": {"embed_timeout_s": 0.5},
-        "router": {"train_interval_s": 1.0, "embed_timeout_s": 2.0},
+        # Caps small enough to be reached during warm-up: past them memory must stay flat, so growth
+        # measured after warm-up is a leak, not a cache filling up (the defaults, 100,000 entries and
+        # 2,000 examples per scope, would take this load hours to reach).
+        "cache": {"embed_timeout_s": 0.5, "max_entries": 300},
+        "router": {"train_interval_s": 1.0, "embed_timeout_s": 2.0, "max_examples": 100},
         "relay": {"hedge": False},
     }
     if redis_url:
