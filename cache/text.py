@@ -209,9 +209,18 @@ def _concept(tok: str) -> str:
     return _SYNONYM.get(s, s)
 
 
-@lru_cache(maxsize=8192)
+_MEMO_MAX_CHARS = 2000  # the memo keeps its texts: long prompts are analysed afresh, not held
+
+
 def analyse(text: str) -> Features:
-    """The features of one prompt (memoised: a cached entry's text is analysed once)."""
+    """The features of one prompt (memoised for short prompts: a cached entry's text is analysed once)."""
+    if len(text) > _MEMO_MAX_CHARS:
+        return analyse_tokens(tokens(text), text)
+    return _analyse_memo(text)
+
+
+@lru_cache(maxsize=2048)
+def _analyse_memo(text: str) -> Features:
     return analyse_tokens(tokens(text), text)
 
 
