@@ -29,8 +29,7 @@ class PartitionIndex:
         self.dim = dim
         self.hnsw_min = hnsw_min
         self._ids: dict[str, int] = {}  # entry id -> faiss id
-        self._names: dict[int, str] = {}
-        self._vectors: dict[int, Vector] = {}
+        self._names: dict[int, str] = {}  # live faiss ids; their vectors live only in the index
         self._expires: dict[int, float] = {}
         self._dead: set[int] = set()
         self._next = 0
@@ -58,7 +57,6 @@ class PartitionIndex:
         row = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
         self._ids[entry_id] = fid
         self._names[fid] = entry_id
-        self._vectors[fid] = row[0]
         self._expires[fid] = expires_at
         self._index.add_with_ids(row, np.array([fid], dtype=np.int64))
         if not self._hnsw and len(self._ids) >= self.hnsw_min:
@@ -68,7 +66,7 @@ class PartitionIndex:
         fid = self._ids.pop(entry_id, None)
         if fid is None:
             return
-        del self._names[fid], self._vectors[fid], self._expires[fid]
+        del self._names[fid], self._expires[fid]
         if self._hnsw:
             self._dead.add(fid)
             if len(self._dead) > _REBUILD_DEAD_SHARE * max(len(self._ids), 1):
@@ -111,9 +109,10 @@ class PartitionIndex:
             index: faiss.Index = faiss.IndexIDMap2(base)
         else:
             index = self._flat()
-        if self._vectors:
-            fids = np.fromiter(self._vectors.keys(), dtype=np.int64)
-            index.add_with_ids(np.stack(list(self._vectors.values())), fids)
+        if self._names:
+            # both index kinds reconstruct by id, so the vectors are not kept a second time in Python
+            fids = np.fromiter(self._names.keys(), dtype=np.int64)
+            index.add_with_ids(np.stack([self._index.reconstruct(int(fid)) for fid in fids]), fids)
         self._index, self._hnsw, self._dead = index, hnsw, set()
 
 
