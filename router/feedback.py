@@ -162,13 +162,16 @@ def train(job: TrainingJob, c: float) -> CatalogueModel | None:
 class FeedbackBook:
     """Examples per scope, the catalogues each scope has shown, and the models trained for them."""
 
-    def __init__(self, max_examples: int, max_catalogues: int = 64):
+    def __init__(self, max_examples: int, max_catalogues: int = 64, max_models: int = 256):
         self._max_examples = max_examples
         self._max_catalogues = max_catalogues
+        # Models hold their examples; the store keeps every one ever trained, memory only the recent
+        # ones (an evicted model is loaded or trained again when its catalogue next shows up).
+        self._max_models = max_models
         self._examples: dict[str, deque[Example]] = {}
         self._versions: dict[str, int] = {}
         self._catalogues: dict[str, OrderedDict[str, frozenset[str]]] = {}
-        self._models: dict[tuple[str, str], CatalogueModel] = {}
+        self._models: OrderedDict[tuple[str, str], CatalogueModel] = OrderedDict()
 
     def version(self, scope: str) -> int:
         return self._versions.get(scope, 0)
@@ -197,10 +200,14 @@ class FeedbackBook:
             return
         seen[catalogue] = frozenset(n for n in names if n is not None)
         while len(seen) > self._max_catalogues:
-            seen.popitem(last=False)
+            gone, _ = seen.popitem(last=False)
+            self._models.pop((scope, gone), None)  # a model holds its examples: it goes with its catalogue
 
     def model(self, scope: str, catalogue: str) -> CatalogueModel | None:
-        return self._models.get((scope, catalogue))
+        model = self._models.get((scope, catalogue))
+        if model is not None:
+            self._models.move_to_end((scope, catalogue))
+        return model
 
     def models(self) -> list[CatalogueModel]:
         return list(self._models.values())
@@ -209,6 +216,9 @@ class FeedbackBook:
         current = self._models.get((model.scope, model.catalogue))
         if current is None or current.version <= model.version:
             self._models[(model.scope, model.catalogue)] = model
+            self._models.move_to_end((model.scope, model.catalogue))
+            while len(self._models) > self._max_models:
+                self._models.popitem(last=False)
 
     def stale(self) -> list[TrainingJob]:
         """Catalogues whose model is older than their scope's examples and that have examples to learn."""

@@ -347,9 +347,9 @@ class ToolRouter:
                 self._book.replace(scope, stored, version)
 
     async def _train(self, job: TrainingJob) -> None:
-        stored = await self._state.model(job.scope, job.catalogue) if self._state.shared else None
+        stored = await self._state.model(job.scope, job.catalogue)
         if stored is not None and stored.version >= job.version:
-            self._book.install(stored)  # another replica trained it already
+            self._book.install(stored)  # another replica (or this one, before eviction) trained it already
             return
         model = await asyncio.to_thread(train, job, self._settings.classifier_c)
         if model is None:

@@ -78,3 +78,25 @@ def test_book_schedules_training_only_where_there_is_something_new() -> None:
         )
     )
     assert book.model("t", "cat1") is model  # an older model never replaces a newer one
+
+
+def test_book_holds_models_only_for_recent_catalogues() -> None:
+    book = FeedbackBook(max_examples=10, max_catalogues=2, max_models=3)
+    book.add("t", [Example("alpha", _unit(1), "t")])
+    for i in range(3):
+        book.saw("t", f"cat{i}", ["alpha"])
+    # cat0 fell out of the scope's recent catalogues: no job for it, and its model would be dropped
+    assert sorted(j.catalogue for j in book.stale()) == ["cat1", "cat2"]
+    for job in book.stale():
+        model = train(job, c=1.0)
+        assert model is not None
+        book.install(model)
+    book.saw("t", "cat3", ["alpha"])  # evicts cat1 and the model trained for it
+    assert book.model("t", "cat1") is None and book.model("t", "cat2") is not None
+    # Models loaded from the store for catalogues not seen yet are capped, least recently used first.
+    for i in range(5):
+        old = train(TrainingJob("u", f"old{i}", frozenset({"alpha"}), 1, book.examples("t")), c=1.0)
+        assert old is not None
+        book.install(old)
+    assert book.counts()["models"] == 3
+    assert book.model("t", "cat2") is None and book.model("u", "old4") is not None
