@@ -81,10 +81,12 @@ class StopStrings:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        # The stop string completed first wins (earliest end, then earliest start), as if generation had
+        # halted character by character: that keeps the cut independent of how the text was chunked.
+        hits = [(i + len(s), i) for s, i in ((s, buffer.find(s)) for s in self._stops) if i >= 0]
         if hits:
             self._held = ""
-            return buffer[: min(hits)], True
+            return buffer[: min(hits)[1]], True
         keep = self._partial_suffix(buffer)
         self._held = buffer[len(buffer) - keep:]
         return buffer[: len(buffer) - keep], False

@@ -125,7 +125,7 @@ def test_text_that_may_start_a_stop_string_is_held_back() -> None:
     stops=st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=3),
     cuts=st.lists(st.integers(0, 30), max_size=6),
 )
-def test_stop_strings_cut_at_the_first_occurrence(text: str, stops: list[str], cuts: list[int]) -> None:
+def test_stop_strings_cut_where_one_is_first_complete(text: str, stops: list[str], cuts: list[int]) -> None:
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     matcher = StopStrings(stops)
     out, hit = "", False
@@ -136,6 +136,8 @@ def test_stop_strings_cut_at_the_first_occurrence(text: str, stops: list[str], c
             break
     if not hit:
         out += matcher.flush()
-    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=None)
+    # Generation halts where a stop string is first complete; the cut is at that string's start.
+    ends = [(i + len(s), i) for s, i in ((s, text.find(s)) for s in stops) if i >= 0]
+    first = min(ends)[1] if ends else None
     assert out == (text if first is None else text[:first])
     assert hit == (first is not None)
