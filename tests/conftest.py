@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.processes import RedisServer
+
+# Property tests explore new examples on every developer run; CI (.ci/run sets HYPOTHESIS_PROFILE=ci)
+# replays a fixed sequence, so a landing is decided by the code, not by the draw.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
