@@ -82,7 +82,8 @@ def test_hang_before_first_byte_fails_over_invisibly(
     SimControl(a).configure(faults={"hang": 1.0})
     gw = _gateway(
         tmp_path,
-        [sim_backend("a", a, read_timeout=0.5), sim_backend("b", b)],
+        # a's weight makes it everyone's first choice, so every request must be moved off it
+        [sim_backend("a", a, read_timeout=0.5, weight=100), sim_backend("b", b)],
         relay={"balancer": "least_outstanding", "hedge": False},
         retries=1,
         circuit_failures=100,
@@ -92,7 +93,7 @@ def test_hang_before_first_byte_fails_over_invisibly(
             for _ in range(4):
                 chunks = list(client.chat.completions.create(model="sim-model", messages=BODY["messages"], stream=True))
                 assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert SimControl(a).requests_to() >= 1  # some went to the hanging backend and were moved
+        assert SimControl(a).requests_to() == 4  # each went to the hanging backend first and was moved
     finally:
         gw.stop()
 
@@ -185,7 +186,7 @@ def test_hedging_fires_past_the_deadline_and_the_loser_is_closed(
     SimControl(a).configure(ttft_ms={"value": 3000})
     gw = _gateway(
         tmp_path,
-        [sim_backend("a", a), sim_backend("b", b)],
+        [sim_backend("a", a, weight=100), sim_backend("b", b)],  # the slow one is tried first
         relay={"balancer": "least_outstanding", "first_token_deadline": 0.2, "hedge_budget": 1.0},
     )
     try:
@@ -198,8 +199,8 @@ def test_hedging_fires_past_the_deadline_and_the_loser_is_closed(
         text = httpx.get(gw.url + "/metrics").text
         sent = metric_value(text, "switchyard_hedges_total", outcome="sent")
         won = metric_value(text, "switchyard_hedges_total", outcome="won")
-        assert sent >= 1 and won == sent
-        assert SimControl(a).stats()["cancelled"] == SimControl(a).requests_to()  # every slow attempt was closed
+        assert sent == won == 6
+        assert SimControl(a).stats()["cancelled"] == SimControl(a).requests_to() == 6  # every slow attempt was closed
     finally:
         gw.stop()
 
