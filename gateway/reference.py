@@ -32,6 +32,8 @@ def _type_name(annotation: Any) -> str:
     if isinstance(annotation, type):
         return "mapping" if issubclass(annotation, BaseModel) else annotation.__name__
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # constrained types (PositiveFloat): the base type; the meaning says more
+        return _type_name(typing.get_args(annotation)[0])
     if origin is typing.Literal:
         return " \\| ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):

@@ -40,7 +40,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.settings import RelaySettings, ResilienceSettings
-from gateway.types import JSON
+from gateway.types import JSON, Priority
 from gateway.upstreams.base import UpstreamCall, UpstreamResponse
 
 __all__ = ["Attempt", "HedgeBudget", "Relay"]
@@ -119,12 +119,15 @@ class Relay:
 
     # -- deadlines and predictions ----------------------------------------------------------
 
-    def first_token_deadline(self, model: str, priority: str) -> float | None:
+    def first_token_deadline(self, model: str, priority: Priority) -> float | None:
         """Seconds to wait for the first token before hedging; None: do not hedge."""
-        if not self.settings.hedge or priority != "interactive":
-            return None  # hedging spends backend capacity to protect interactive TTFT only
-        if self.settings.first_token_deadline is not None:
-            return self.settings.first_token_deadline
+        if not self.settings.hedge:
+            return None
+        fixed = self.settings.fixed_deadline(model, priority)
+        if fixed is not None:
+            return fixed
+        if priority != "interactive":
+            return None  # hedging spends backend capacity: batch hedges only past a deadline set for it
         window = self._ttft_windows.get(model)
         if window is None or len(window) < _MIN_SAMPLES_FOR_DEADLINE:
             return None

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from batching import EngineSettings
 from cache import CacheSettings
+from gateway.types import Priority
 from router import RouterSettings
 
 __all__ = [
@@ -34,7 +35,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "SWITCHYARD_"
-Priority = Literal["interactive", "batch"]
+# A first-token deadline: seconds for interactive traffic, or seconds per priority class.
+Deadline = PositiveFloat | dict[Priority, PositiveFloat]
 
 
 class ConfigError(ValueError):
@@ -162,8 +164,13 @@ class RelaySettings(_Section):
     balancer: Literal["least_outstanding", "ttft"] = Field(
         "ttft", description="pick by predicted time to first token, or by fewest requests in flight (weighted)"
     )
-    first_token_deadline: float | None = Field(
-        None, gt=0, description="seconds; none derives it from the recent p95 TTFT"
+    first_token_deadline: Deadline | None = Field(
+        None,
+        description="seconds before a hedge: one figure (interactive traffic) or one per class, "
+        "e.g. {interactive: 0.5, batch: 5}; none derives interactive's from the recent p95 TTFT",
+    )
+    model_deadlines: dict[str, Deadline] = Field(
+        default_factory=dict, description="model → its own first_token_deadline (figure or per class)"
     )
     deadline_p95_factor: float = Field(1.5, ge=1.0, description="derived deadline = this × recent p95 TTFT")
     deadline_min: float = Field(0.25, gt=0, description="derived deadlines are never shorter")
@@ -184,6 +191,13 @@ class RelaySettings(_Section):
         description="shed batch traffic once predicted TTFT passes this share of the interactive budget",
     )
     max_queue: int = Field(1024, ge=1, description="requests waiting for a backend slot before 503")
+
+    def fixed_deadline(self, model: str, priority: Priority) -> float | None:
+        """The configured first-token deadline of this model and class; None: not configured."""
+        spec = self.model_deadlines.get(model, self.first_token_deadline)
+        if isinstance(spec, dict):
+            return spec.get(priority)
+        return spec if priority == "interactive" else None
 
 
 class EmbedderSettings(_Section):

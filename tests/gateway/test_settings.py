@@ -56,3 +56,29 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text("auth: {mode: none}\nrelay: {hedge_budget: 2}\n")
     assert main(["check-config", str(bad)]) == 1
     assert "relay.hedge_budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("relay", "model", "priority", "deadline"),
+    [
+        ({}, "m", "interactive", None),  # none configured: derived from recent TTFTs at run time
+        ({"first_token_deadline": 0.5}, "m", "interactive", 0.5),
+        ({"first_token_deadline": 0.5}, "m", "batch", None),  # one figure is interactive's only
+        ({"first_token_deadline": {"interactive": 0.5, "batch": 4}}, "m", "batch", 4.0),
+        ({"first_token_deadline": {"batch": 4}}, "m", "interactive", None),
+        ({"first_token_deadline": 0.5, "model_deadlines": {"big": {"interactive": 2}}}, "big", "interactive", 2.0),
+        ({"first_token_deadline": 0.5, "model_deadlines": {"big": 2}}, "small", "interactive", 0.5),
+    ],
+)
+def test_first_token_deadlines_per_model_and_class(
+    relay: dict[str, object], model: str, priority: str, deadline: float | None
+) -> None:
+    settings = load_settings(overrides={**DEV, "relay": relay})
+    assert settings.relay.fixed_deadline(model, priority) == deadline  # type: ignore[arg-type]
+
+
+def test_deadlines_must_be_positive_and_name_a_class() -> None:
+    with pytest.raises(ConfigError, match=r"relay\.first_token_deadline"):
+        load_settings(overrides={**DEV, "relay": {"first_token_deadline": -1}})
+    with pytest.raises(ConfigError, match=r"relay\.model_deadlines"):
+        load_settings(overrides={**DEV, "relay": {"model_deadlines": {"m": {"urgent": 1}}}})
