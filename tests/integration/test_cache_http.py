@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.auth import hash_key
 from tests.support.processes import RedisServer, ServerProcess
-from tests.support.stack import SimControl, sim_backend, start_gateway, start_sim
+from tests.support.stack import SimControl, metric_value, sim_backend, start_gateway, start_sim
 
 KEY_A, KEY_B = "sk-cache-a", "sk-cache-b"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How do I reset my password?"}]
@@ -94,6 +94,37 @@ def test_streamed_misses_are_stored(tmp_path: Path, sim: ServerProcess) -> None:
         assert hit.json()["choices"][0]["message"]["content"] == streamed
     finally:
         gw.stop()
+
+
+def test_abandoned_and_failed_streams_are_not_stored(tmp_path: Path, sim: ServerProcess) -> None:
+    gw = start_gateway(_auth(backends=[sim_backend("s", sim)]), tmp_path)
+    stream = {**QUESTION, "stream": True}
+    headers = {"authorization": f"Bearer {KEY_A}"}
+    try:
+        SimControl(sim).configure(itl_ms={"kind": "fixed", "value": 100})  # eight chunks over most of a second
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=stream, headers=headers) as resp:
+            next(line for line in resp.iter_lines() if '"content":"' in line.replace(" ", ""))
+        _wait_for_metric(gw, "switchyard_client_cancellations_total")  # the gateway saw the client go
+        SimControl(sim).configure(itl_ms={"kind": "fixed", "value": 0}, faults={"disconnect": 1.0})
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY_A, max_retries=0) as client, pytest.raises(
+            openai.APIError
+        ):
+            list(client.chat.completions.create(model="sim-model", temperature=0, messages=MESSAGES, stream=True))
+        SimControl(sim).configure(faults={"disconnect": 0.0})
+        # Neither the cut stream nor the broken one left an entry: this is a miss, and it is stored.
+        assert _ask(gw.url, KEY_A).headers["x-switchyard-cache"] == "miss"
+        assert _ask(gw.url, KEY_A).headers["x-switchyard-cache"] == "exact"
+    finally:
+        gw.stop()
+
+
+def _wait_for_metric(gw: ServerProcess, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if metric_value(httpx.get(gw.url + "/metrics").text, name) >= 1:
+            return
+        time.sleep(0.05)  # polling an observable counter, bounded by the deadline
+    raise AssertionError(f"{name} never counted")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from gateway.auth import hash_key
@@ -52,6 +53,10 @@ def test_request_limit_is_shared_by_two_gateways(tmp_path: Path, redis_server: R
         assert refused.headers["x-ratelimit-limit-requests"] == "6"
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
         assert refused.json()["error"]["type"] == "rate_limit_error"
+        with openai.OpenAI(base_url=one.url + "/v1", api_key=KEY_A, max_retries=0) as client:
+            with pytest.raises(openai.RateLimitError) as err:
+                client.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": "hi"}])
+            assert err.value.response.headers["retry-after"]
         # Another tenant's budget is untouched.
         ok = _chat(two.url, KEY_B)
         assert ok.status_code == 200 and ok.headers["x-ratelimit-remaining-requests"] == "5"

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess
+from tests.support.processes import RedisServer, ServerProcess
 from tests.support.stack import SimControl, metric_value, sim_backend, start_gateway, start_sim
 
 DOMAINS = {
@@ -168,32 +168,74 @@ def test_few_tools_pass_untouched(stack: tuple[ServerProcess, SimControl]) -> No
     assert _forwarded_tools(sim) == few
 
 
-def test_streamed_tool_calls_teach_the_router(stack: tuple[ServerProcess, SimControl]) -> None:
-    gw, sim = stack
-    # Nothing in this request names a tool: zero-shot scores are flat and the full list passes.
-    # (tool_choice "none": the probes themselves must not produce tool calls to learn from.)
-    question = "Please take care of the thing we talked about for Maria"
-    taught = "import_invoice"  # what this tenant's model keeps calling for it
-    assert _send(gw, question, tool_choice="none").headers["x-switchyard-tools"] == "300->300"
-    for _ in range(4):  # the model answers this intent with the same tool, streamed
+QUESTION = "Please take care of the thing we talked about for Maria"  # names no tool: zero-shot scores are flat
+TAUGHT = "import_invoice"  # what this tenant's model keeps calling for it
+
+
+def _teach_by_streaming(gw: ServerProcess) -> None:
+    """The model answers QUESTION with TAUGHT four times, streamed."""
+    for _ in range(4):
         body = {
             "model": "sim-model",
             "stream": True,
-            "messages": [{"role": "user", "content": question}],
+            "messages": [{"role": "user", "content": QUESTION}],
             "tools": TOOLS,
-            "sim": {"tool": taught},
+            "sim": {"tool": TAUGHT},
         }
         with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=30) as resp:
             lines = list(resp.iter_lines())
-        assert any(f'"name":"{taught}"' in line.replace(" ", "") for line in lines)
+        assert any(f'"name":"{TAUGHT}"' in line.replace(" ", "") for line in lines)
+
+
+def _wait_until_learned(gw: ServerProcess, sim: SimControl) -> set[str]:
+    """The tools forwarded for QUESTION once the router narrows it (tool_choice "none": these probes
+    must not produce tool calls of their own to learn from)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        _send(gw, question, tool_choice="none")
+        _send(gw, QUESTION, tool_choice="none")
         names = {t["function"]["name"] for t in _forwarded_tools(sim)}
-        if taught in names and len(names) < 300:  # now confident enough to narrow, keeping the taught tool
-            break
-        time.sleep(0.2)  # training runs in the background; poll the observable result
-    else:
-        raise AssertionError("the router did not learn from the observed tool calls")
+        if len(names) < 300:
+            return names
+        time.sleep(0.2)  # training runs in the background; poll the observable result, bounded
+    raise AssertionError("the router did not learn from the observed tool calls")
+
+
+def test_streamed_tool_calls_teach_the_router(stack: tuple[ServerProcess, SimControl]) -> None:
+    gw, sim = stack
+    assert _send(gw, QUESTION, tool_choice="none").headers["x-switchyard-tools"] == "300->300"
+    _teach_by_streaming(gw)
+    names = _wait_until_learned(gw, sim)
+    assert TAUGHT in names and len(names) <= 16  # confident enough now to narrow, keeping the taught tool
     text = httpx.get(gw.url + "/metrics").text
     assert metric_value(text, "switchyard_router_feedback_examples_total") == 4
+
+
+@pytest.mark.redis
+def test_learning_survives_a_gateway_restart_with_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    sim = start_sim("--output-tokens", "4", log_dir=tmp_path)
+    config = {
+        "auth": {"mode": "none"},
+        "redis": {"url": redis_server.url},
+        "backends": [sim_backend("s", sim)],
+        "cache": {"enabled": False},
+        "router": {"shadow_fraction": 0.0, "train_interval_s": 0.1, "embed_timeout_s": 5.0},
+    }
+    try:
+        first = start_gateway(config, tmp_path, name="first", lean=False, timeout=120)
+        try:
+            _warm(first)
+            _teach_by_streaming(first)
+            assert TAUGHT in _wait_until_learned(first, SimControl(sim))
+        finally:
+            first.stop()
+        second = start_gateway(config, tmp_path, name="second", lean=False, timeout=120)
+        try:
+            _warm(second)
+            names = _wait_until_learned(second, SimControl(sim))  # no teaching here: it comes from Redis
+            assert TAUGHT in names and len(names) <= 16
+            assert metric_value(httpx.get(second.url + "/metrics").text,
+                                "switchyard_router_feedback_examples_total") == 0
+        finally:
+            second.stop()
+    finally:
+        sim.stop()
