@@ -332,6 +332,7 @@ async def main() -> None:
         for t in thresholds:
             c = q[f"plain_cosine@{t}"]
             print(f"[{split}] plain cosine @ {t}: hit {c['hit_rate']:.1%}  wrong {c['wrong_rate']:.1%}")
+            print(f"[{split}]   by category (plain cosine @ {t}): {c['by_category']}")
         print(f"[{split}] by category (guarded): {q['guarded']['by_category']}")
     print(f"plain cosine needs {best} for <=1% wrong")
     print(f"traps stopped by: {dict(reasons)}")
@@ -351,14 +352,17 @@ async def main() -> None:
         "dev_wrong_rate": quality["dev"]["guarded"]["wrong_rate"],
         "by_category": quality["all"]["guarded"]["by_category"],
         "plain_cosine": {
-            str(t): {k: quality["all"][f"plain_cosine@{t}"][k] for k in ("hit_rate", "wrong_rate")} for t in thresholds
+            str(t): {k: quality["all"][f"plain_cosine@{t}"][k] for k in ("hit_rate", "wrong_rate", "by_category")}
+            for t in thresholds
         },
         "plain_cosine_best_at_1pct": best,
         "conversations": {k: conv[k] for k in ("hit_rate", "wrong_rate", "by_category")},
         "goal_met": quality["all"]["guarded"]["wrong_rate"] <= 0.01 and quality["all"]["guarded"]["hit_rate"] >= 0.5,
         "latency": {k: v for k, v in lat.items() if k != "statuses"} | (red or {}),
         "embed_1200_texts_s": round(embed_all_s, 2),
+        "exact_hit_goal_met": lat["exact_hit_added_p50_ms"] <= 1.0,
         "semantic_p50_goal_met": lat["semantic_lookup_p50_ms"] <= 15.0,
+        "miss_costs_no_more_than_lookup": lat["miss_over_semantic_p50"] <= 1.1,
         "streamed_http": http,
         "streamed_hit_ttft_goal_met": all(
             http.get(f"{k}_ttft_p50_ms", float("inf")) <= 20.0 for k in ("exact", "semantic")

@@ -89,6 +89,12 @@ async def measure(urls: dict[str, str], requests: int, rps_requests: int, rounds
             "first_chunk_p99_ms": g["ttft_ms"]["p99"] - d["ttft_ms"]["p99"],
             "rps_ratio_c32": g["max_rps_c32"] / d["max_rps_c32"],
         }
+        a = out["added"]
+        out["goals"] = {  # issue targets on a 2-core machine
+            "added_p50_le_1ms": max(a["e2e_p50_ms"], a["first_chunk_p50_ms"]) <= 1.0,
+            "added_p99_le_3ms": max(a["e2e_p99_ms"], a["first_chunk_p99_ms"]) <= 3.0,
+            "gateway_ge_1000_rps": g["max_rps_c32"] >= 1000,
+        }
     return out
 
 
