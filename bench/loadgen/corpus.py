@@ -297,7 +297,11 @@ def paraphrase_pairs() -> tuple[list[tuple[str, str, str]], str]:
         pairs = [(a.format(x=p), b.format(x=p), "paraphrase") for a, b in _PAIRS_FALLBACK for p in _PLACES]
         return pairs, "built-in templates"
     items = load_questions()
-    return [(str(q["a"]), str(q["b"]), str(q["category"])) for q in items], "fow-cache"
+    pairs = [(str(q["a"]), str(q["b"]), str(q["category"])) for q in items]
+    # The package lists its pairs by category (traps first): shuffle, seeded, so that any prefix a
+    # run takes mixes should-hit pairs and traps in the data set's proportions.
+    random.Random(0).shuffle(pairs)
+    return pairs, "fow-cache"
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,3 +268,26 @@ def test_cli_refuses_a_non_loopback_target() -> None:
         check=False,
     )
     assert done.returncode == 2 and "--allow-host 192.0.2.1" in done.stderr
+
+
+@pytest.mark.model
+async def test_paraphrase_warm_run_hits_a_gateways_cache(sim: ServerProcess, tmp_path: Path) -> None:
+    from tests.support.stack import sim_backend, start_gateway
+
+    configure(sim)
+    # A generous embedding deadline: a late embedding is (rightly) a miss, and CI machines are slow.
+    config = {"auth": {"mode": "none"}, "backends": [sim_backend("s", sim)], "cache": {"embed_timeout_s": 2.0}}
+    gw = start_gateway(config, tmp_path, lean=False, timeout=120)
+    try:
+        opts = BenchOptions(base_url=gw.url + "/v1", workload="paraphrase", concurrency=2, requests=40,
+                            progress=False)
+        report, _ = await run_benchmark(opts)
+    finally:
+        gw.stop()
+    cold, warm = (s["summary"] for s in report["steps"])
+    assert cold["ok"] == warm["ok"] == 40
+    assert cold["cache"]["hit_ratio"] == 0  # every original is new to the cache
+    # Rewordings of what the cold run stored are served from it; the report breaks them down by tag.
+    assert warm["cache"]["hit_ratio"] > 0
+    assert warm["by_tag"]["warm:near_repeat"]["cache_hit_ratio"] > 0.5
+    assert warm["by_tag"]["warm:negation"]["cache_hit_ratio"] == 0
