@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -185,3 +186,29 @@ async def test_full_queues_refuse_with_overloaded(one_slot_pool: WorkerPool) -> 
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert one_slot_pool.stats()["workers"][0]["in_flight"] == 0
+
+
+async def test_two_workers_share_the_load_and_answer_alike(tiny_model_dir: Path, hf_model: Any) -> None:
+    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu", "cpu"], max_num_seqs=4,
+                              max_model_len=512, kv_cache_memory_mb=8)
+    pool = WorkerPool(settings)
+    await pool.start()
+    try:
+        assert [w["torch_threads"] for w in pool.stats()["workers"]] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+        endless = SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True)
+        started = [asyncio.Event() for _ in range(4)]
+        tasks = [asyncio.create_task(collect(pool, GenerationRequest([5 + i] * 6, endless), started[i]))
+                 for i in range(4)]
+        await asyncio.gather(*(e.wait() for e in started))
+        # Each request went to the worker with the most room: two each, not four on the first.
+        assert sorted(w["in_flight"] for w in pool.stats()["workers"]) == [2, 2]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        prompts = [[7, 8, 9], [11, 12, 13, 14, 15]]
+        answers = await asyncio.gather(
+            *(collect(pool, GenerationRequest(p, SamplingParams(temperature=0.0, max_tokens=10))) for p in prompts)
+        )
+        assert [ids_of(a) for a in answers] == [hf_greedy(hf_model, p, 10) for p in prompts]
+    finally:
+        await pool.aclose()
