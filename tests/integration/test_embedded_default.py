@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.processes import ServerProcess, free_port, switchyard_command
+from tests.support.processes import ServerProcess, free_port, switchyard_command, wait_until_ready
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -19,12 +19,15 @@ def test_default_command_serves_the_bundled_model(tmp_path: Path) -> None:
     gateway = ServerProcess(
         switchyard_command("serve", "--port", str(port)),
         port,
-        ready_path="/readyz",
+        ready_path="/healthz",
         env={"HF_HUB_OFFLINE": "1", "SWITCHYARD_SERVER__STATE_DIR": str(tmp_path / "state")},
         log_path=tmp_path / "gateway.log",
     )
-    gateway.start(timeout=300)  # loading and warming the model takes a while on two cores
+    gateway.start(timeout=60)  # alive at once; the model loads in the background
     try:
+        loading = httpx.get(gateway.url + "/readyz")  # loading and warming take many seconds on two cores
+        assert loading.status_code == 503 and loading.json()["engine:local"]["ready"] is False
+        wait_until_ready(gateway.url + "/readyz", gateway.proc, timeout=300)
         with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0) as client:
             assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct"]
             reply = client.chat.completions.create(
