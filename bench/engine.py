@@ -18,6 +18,7 @@ p50/p99. The last line is one JSON summary with ratios against the baselines.
 
     .venv/bin/python -m bench.engine --quick --repeat 3     # about 8 minutes
     .venv/bin/python -m bench.engine                        # about 12 minutes on 2 cores
+    .venv/bin/python -m bench.engine --device cuda:0 --requests 128 --rate 16   # a GPU host
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def summarise(name: str, jobs: list[Job], traces: list[Trace], start: float) -> 
 # -- Hugging Face baselines ----------------------------------------------------------------------
 
 
-def load_hf_model(attn: str = "sdpa") -> Any:
+def load_hf_model(device: str, attn: str = "sdpa") -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -116,7 +117,7 @@ def load_hf_model(attn: str = "sdpa") -> Any:
     model: Any = AutoModelForCausalLM.from_pretrained(
         source.directory, gguf_file=source.gguf_file, dtype=torch.float32, attn_implementation=attn
     )
-    model.eval()
+    model.to(device).eval()
     model.generation_config.eos_token_id = None  # generate exactly the drawn lengths
     return model
 
@@ -152,7 +153,7 @@ def run_sequential(model: Any, jobs: list[Job]) -> tuple[list[Trace], float]:
         for job, trace in zip(jobs, traces, strict=True):
             wait_until(trace.arrival)
             clock = StepClock()
-            ids = torch.tensor([job.prompt])
+            ids = torch.tensor([job.prompt], device=model.device)
             model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
@@ -185,6 +186,7 @@ def run_static(model: Any, jobs: list[Job], batch_size: int) -> tuple[list[Trace
                 n = len(jobs[i].prompt)
                 ids[row, width - n :] = torch.tensor(jobs[i].prompt)
                 mask[row, width - n :] = 1
+            ids, mask = ids.to(model.device), mask.to(model.device)
             longest = max(jobs[i].output_tokens for i in batch)
             clock = StepClock()
             model.generate(
@@ -259,11 +261,11 @@ def run_hf_continuous(
 # -- this engine ---------------------------------------------------------------------------------
 
 
-async def start_pool(max_seqs: int, max_batch_tokens: int, kv_mb: int, queue: int, threads: int,
+async def start_pool(device: str, max_seqs: int, max_batch_tokens: int, kv_mb: int, queue: int, threads: int,
                      dtype: str = "float32") -> Any:
     from batching import EngineSettings, WorkerPool
 
-    pool = WorkerPool(EngineSettings(model=MODEL, devices=["cpu"], max_num_seqs=max_seqs, dtype=dtype,
+    pool = WorkerPool(EngineSettings(model=MODEL, devices=[device], max_num_seqs=max_seqs, dtype=dtype,
                                      max_num_batched_tokens=max_batch_tokens, kv_cache_memory_mb=kv_mb,
                                      max_queue=queue, torch_threads=threads))
     await pool.start()
@@ -319,8 +321,9 @@ async def amain(args: argparse.Namespace) -> None:
     pools: dict[str, Any] = {}
     for name, dtype in (("engine", "float32"), ("engine-bf16", "bfloat16")):
         if name in systems:
-            pools[name] = await start_pool(args.max_seqs, args.max_batch_tokens, args.kv_mb, n, threads, dtype)
-    model = await asyncio.to_thread(load_hf_model) if set(systems) - set(pools) else None
+            pools[name] = await start_pool(args.device, args.max_seqs, args.max_batch_tokens, args.kv_mb, n, threads,
+                                           dtype)
+    model = await asyncio.to_thread(load_hf_model, args.device) if set(systems) - set(pools) else None
     keep_freed_memory()  # the engine's worker does this once loaded; the baselines get the same allocator
     runners: dict[str, Callable[[], Awaitable[tuple[list[Trace], float]]]] = {
         "engine": lambda: run_engine(pools["engine"], jobs),
@@ -352,6 +355,7 @@ async def amain(args: argparse.Namespace) -> None:
         "output_tokens": sum(j.output_tokens for j in jobs),
         "seed": args.seed,
         "torch_threads": threads,
+        "device": args.device,
         "repetitions": args.repeat,
         "systems": rows,
     }
@@ -385,6 +389,7 @@ def main() -> None:
     parser.add_argument("--kv-mb", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
     parser.add_argument("--systems", default="engine,hf-cb,static,sequential")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N, for every system alike")
     asyncio.run(amain(parser.parse_args()))
 
 
