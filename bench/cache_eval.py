@@ -362,7 +362,6 @@ async def main() -> None:
         "embed_1200_texts_s": round(embed_all_s, 2),
         "exact_hit_goal_met": lat["exact_hit_added_p50_ms"] <= 1.0,
         "semantic_p50_goal_met": lat["semantic_lookup_p50_ms"] <= 15.0,
-        "miss_costs_no_more_than_lookup": lat["miss_over_semantic_p50"] <= 1.1,
         "streamed_http": http,
         "streamed_hit_ttft_goal_met": all(
             http.get(f"{k}_ttft_p50_ms", float("inf")) <= 20.0 for k in ("exact", "semantic")
