@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.auth import hash_key
 from tests.support.processes import RedisServer, ServerProcess
-from tests.support.stack import SimControl, metric_value, sim_backend, start_gateway, start_sim
+from tests.support.stack import SimControl, metric_value, sim_backend, start_gateway, start_sim, wait_for
 
 KEY_A, KEY_B = "sk-cache-a", "sk-cache-b"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How do I reset my password?"}]
@@ -104,7 +104,8 @@ def test_abandoned_and_failed_streams_are_not_stored(tmp_path: Path, sim: Server
         SimControl(sim).configure(itl_ms={"kind": "fixed", "value": 100})  # eight chunks over most of a second
         with httpx.stream("POST", gw.url + "/v1/chat/completions", json=stream, headers=headers) as resp:
             next(line for line in resp.iter_lines() if '"content":"' in line.replace(" ", ""))
-        _wait_for_metric(gw, "switchyard_client_cancellations_total")  # the gateway saw the client go
+        cancelled = "switchyard_client_cancellations_total"
+        wait_for(lambda: metric_value(httpx.get(gw.url + "/metrics").text, cancelled) >= 1, what=cancelled)
         SimControl(sim).configure(itl_ms={"kind": "fixed", "value": 0}, faults={"disconnect": 1.0})
         with openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY_A, max_retries=0) as client, pytest.raises(
             openai.APIError
@@ -116,15 +117,6 @@ def test_abandoned_and_failed_streams_are_not_stored(tmp_path: Path, sim: Server
         assert _ask(gw.url, KEY_A).headers["x-switchyard-cache"] == "exact"
     finally:
         gw.stop()
-
-
-def _wait_for_metric(gw: ServerProcess, name: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if metric_value(httpx.get(gw.url + "/metrics").text, name) >= 1:
-            return
-        time.sleep(0.05)  # polling an observable counter, bounded by the deadline
-    raise AssertionError(f"{name} never counted")
 
 
 @pytest.mark.parametrize(

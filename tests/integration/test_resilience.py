@@ -14,7 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.processes import ServerProcess
-from tests.support.stack import SimControl, metric_value, sim_backend, start_gateway, start_sim
+from tests.support.stack import SimControl, metric_value, sim_backend, start_gateway, start_sim, wait_for
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
@@ -155,24 +155,15 @@ def test_active_health_checks_take_a_dead_backend_out_and_back(tmp_path: Path) -
     revived = None
     try:
         port_holder.stop()
-        _wait_for(lambda: not httpx.get(gw.url + "/readyz").json()["backends"]["a"]["healthy"])
+        wait_for(lambda: not httpx.get(gw.url + "/readyz").json()["backends"]["a"]["healthy"])
         revived = ServerProcess([sys.executable, "-m", "gateway.sim", "--port", str(port)], port).start()
-        _wait_for(lambda: httpx.get(gw.url + "/readyz").json()["backends"]["a"]["healthy"])
+        wait_for(lambda: httpx.get(gw.url + "/readyz").json()["backends"]["a"]["healthy"])
         with _client(gw) as client:
             assert client.chat.completions.create(model="sim-model", messages=MSG).choices
     finally:
         gw.stop()
         if revived is not None:
             revived.stop()
-
-
-def _wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)  # polling an observable condition, bounded by the deadline
-    raise AssertionError("condition not met in time")
 
 
 def test_504_when_the_upstream_times_out(tmp_path: Path, sims: tuple[ServerProcess, ServerProcess]) -> None:
