@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.sim import Distribution
-from gateway.sim.cli import _parser, build_config
+from sim import Distribution
+from sim.cli import _parser, build_config
 from tests.support.processes import ServerProcess, free_port
 
 PROFILE = """
@@ -34,7 +34,7 @@ def test_flags_override_the_profile(tmp_path: Path) -> None:
 
 
 def test_bad_profile_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.sim.cli import main
+    from sim.cli import main
 
     profile = tmp_path / "sim.json"
     profile.write_text('{"faults": {"error": 3}}')
@@ -46,7 +46,7 @@ def test_workers_serve_the_profile(tmp_path: Path) -> None:
     profile = tmp_path / "sim.yaml"
     profile.write_text("models: [alpha, beta]\noutput_tokens: {kind: fixed, value: 3}\n")
     port = free_port()
-    args = [sys.executable, "-m", "gateway.sim", "--port", str(port), "--workers", "2", "--profile", str(profile)]
+    args = [sys.executable, "-m", "sim", "--port", str(port), "--workers", "2", "--profile", str(profile)]
     with ServerProcess(args, port) as sim:
         assert [m["id"] for m in httpx.get(sim.url + "/v1/models").json()["data"]] == ["alpha", "beta"]
         body = {"model": "beta", "messages": [{"role": "user", "content": "hi"}]}

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.sim import (
+from sim import (
     Chunk,
     Distribution,
     FaultRates,
@@ -18,7 +18,7 @@ from gateway.sim import (
     merge_config,
     plan_request,
 )
-from gateway.sim.cli import parse_distribution
+from sim.cli import parse_distribution
 
 
 @pytest.mark.parametrize(

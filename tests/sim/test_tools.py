@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.sim.tools import choose_tool, split_arguments, tool_arguments, tool_name
+from sim.tools import choose_tool, split_arguments, tool_arguments, tool_name
 
 
 def fn(name: str, description: str = "", params: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.sim import wire
+from sim import wire
 
 
 def event(raw: bytes) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.sim.config import SimConfig, load_profile, merge_config
+from sim.config import SimConfig, load_profile, merge_config
 
 __all__ = ["build_config", "main", "parse_distribution"]
 
@@ -52,12 +52,17 @@ def parse_distribution(spec: str) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="switchyard sim", description="A fake OpenAI-compatible LLM server.")
+    p = argparse.ArgumentParser(
+        prog="switchyard sim", description="A fake OpenAI-compatible (and Anthropic Messages) LLM server."
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (stats are per process)")
     p.add_argument("--profile", help="YAML or JSON file with SimConfig fields")
     p.add_argument("--models", help="comma-separated model names")
+    p.add_argument(
+        "--apis", help="comma-separated APIs to serve: chat, completions, embeddings, messages (default all)"
+    )
     p.add_argument("--ttft-ms", type=parse_distribution, help="time to first token, e.g. 50 or lognormal:50:0.4")
     p.add_argument("--itl-ms", type=parse_distribution, help="inter-token latency, e.g. 5 or uniform:2:8")
     p.add_argument("--output-tokens", type=parse_distribution, help="output length, e.g. 64 or uniform:16:256")
@@ -87,6 +92,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
     patch: dict[str, Any] = load_profile(args.profile) if args.profile else {}
     flags: dict[str, Any] = {
         "models": args.models.split(",") if args.models else None,
+        "apis": args.apis.split(",") if args.apis else None,
         "ttft_ms": args.ttft_ms,
         "itl_ms": args.itl_ms,
         "output_tokens": args.output_tokens,
@@ -126,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    from gateway.sim.app import CONFIG_ENV, SimApp
+    from sim.app import CONFIG_ENV, SimApp
 
     common: dict[str, Any] = {
         "host": args.host,
@@ -140,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.workers > 1:
         os.environ[CONFIG_ENV] = config.model_dump_json()
-        uvicorn.run("gateway.sim.app:app_from_env", factory=True, workers=args.workers, **common)
+        uvicorn.run("sim.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
         uvicorn.run(SimApp(config), **common)
     return 0

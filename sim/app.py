@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from gateway.sim import serving, wire
-from gateway.sim.config import SimConfig, merge_config
-from gateway.sim.exchange import Exchange, Receive, Scope, Send
-from gateway.sim.state import SimState
+from sim import messages, serving, wire
+from sim.config import SimConfig, merge_config
+from sim.exchange import Exchange, Receive, Scope, Send
+from sim.state import SimState
 
 __all__ = ["CONFIG_ENV", "SimApp", "app_from_env"]
 
@@ -28,10 +28,13 @@ CONFIG_ENV = "SWITCHYARD_SIM_CONFIG"  # how `--workers N` hands the configuratio
 
 Handler = Callable[[SimState, Exchange, dict[str, Any]], Awaitable[None]]
 
-_GENERATE: dict[str, Handler] = {
-    "/v1/chat/completions": serving.chat_completions,
-    "/v1/completions": serving.completions,
-    "/v1/embeddings": serving.embeddings,
+# path → (the API it belongs to, its handler); `SimConfig.apis` says which APIs are served
+_GENERATE: dict[str, tuple[str, Handler]] = {
+    "/v1/chat/completions": ("chat", serving.chat_completions),
+    "/v1/completions": ("completions", serving.completions),
+    "/v1/embeddings": ("embeddings", serving.embeddings),
+    "/v1/messages": ("messages", messages.messages),
+    "/v1/messages/count_tokens": ("messages", messages.count_tokens),
 }
 
 
@@ -73,12 +76,12 @@ class SimApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(scope, receive, send, self._request_id(scope))
         method, path = scope["method"], scope["path"]
-        handler = _GENERATE.get(path)
-        if handler is not None:
+        route = _GENERATE.get(path)
+        if route is not None and route[0] in self.state.config.apis:
             if method != "POST":
                 await self._error(ex, serving.BadRequest(405, f"{method} not allowed on {path}"))
                 return
-            await self._generate(handler, ex, path)
+            await self._generate(route[1], ex, path)
             return
         try:
             await self._admin(ex, method, path)
@@ -124,6 +127,9 @@ class SimApp:
                 state.stats.completed += 1
 
     async def _error(self, ex: Exchange, exc: serving.BadRequest) -> None:
+        if ex.scope["path"].startswith("/v1/messages"):
+            await ex.respond(exc.status, messages.error_body(exc.status, exc.message))
+            return
         await ex.respond(exc.status, wire.error_body(exc.message, "invalid_request_error", exc.code, exc.param))
 
     async def _admin(self, ex: Exchange, method: str, path: str) -> None:

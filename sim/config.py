@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 Fault = Literal["error", "hang", "disconnect", "slow", "malformed_json", "malformed_sse"]
+Api = Literal["chat", "completions", "embeddings", "messages"]
 
 
 class _Model(BaseModel):
@@ -104,6 +105,10 @@ class SimConfig(_Model):
     """Everything the simulator does, in milliseconds and tokens."""
 
     models: tuple[str, ...] = ("sim-model",)
+    apis: tuple[Api, ...] = Field(
+        default=("chat", "completions", "embeddings", "messages"),
+        description="APIs served (a Messages-only server: just messages); the others answer 404",
+    )
     ttft_ms: Distribution = Distribution.fixed(0.0)
     itl_ms: Distribution = Distribution.fixed(0.0)
     output_tokens: Distribution = Distribution.fixed(16)

@@ -7,8 +7,8 @@ import itertools
 import random
 import uuid
 
-from gateway.sim.config import SimConfig
-from gateway.sim.stats import SimStats
+from sim.config import SimConfig
+from sim.stats import SimStats
 
 __all__ = ["SimState"]
 

@@ -1,5 +1,5 @@
 import sys
 
-from gateway.sim.cli import main
+from sim.cli import main
 
 raise SystemExit(main(sys.argv[1:]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gateway.sim.config import Fault, FaultRates, SimConfig, SimOverride
+from sim.config import Fault, FaultRates, SimConfig, SimOverride
 
 __all__ = ["Chunk", "Plan", "choose_fault", "delivery_schedule", "plan_request"]
 

@@ -1,12 +1,13 @@
-"""`switchyard sim`: a fast, configurable, fault-injecting fake OpenAI-compatible LLM server.
+"""`switchyard sim`: a fast, configurable, fault-injecting fake OpenAI-compatible LLM server,
+which also speaks Anthropic's Messages API (`sim/messages.py`).
 
 Front door: `SimApp` (the ASGI app), `SimConfig` and its parts, `plan_request` (the policy that
-decides what one request does), and `main` (the CLI). See `gateway/sim/cli.py` for the flags.
+decides what one request does), and `main` (the CLI). See `sim/cli.py` for the flags.
 """
 
-from gateway.sim.app import SimApp, app_from_env
-from gateway.sim.cli import main
-from gateway.sim.config import (
+from sim.app import SimApp, app_from_env
+from sim.cli import main
+from sim.config import (
     Distribution,
     Fault,
     FaultRates,
@@ -15,8 +16,8 @@ from gateway.sim.config import (
     load_profile,
     merge_config,
 )
-from gateway.sim.plan import Chunk, Plan, choose_fault, delivery_schedule, plan_request
-from gateway.sim.stats import Cancellation, SimStats
+from sim.plan import Chunk, Plan, choose_fault, delivery_schedule, plan_request
+from sim.stats import Cancellation, SimStats
 
 __all__ = [
     "Cancellation",

@@ -8,22 +8,32 @@ generation would be over, or SSE chunks at their scheduled times.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from gateway.sim import wire
-from gateway.sim.config import SimOverride
-from gateway.sim.embeddings import embed, embedding_inputs
-from gateway.sim.exchange import Exchange
-from gateway.sim.plan import Chunk, Plan, plan_request
-from gateway.sim.state import SimState
-from gateway.sim.tools import choose_tool, split_arguments, tool_arguments, tool_name
-from gateway.sim.vocab import count_prompt_tokens, message_text, output_tokens, seed_of
+from sim import wire
+from sim.config import SimOverride
+from sim.embeddings import embed, embedding_inputs
+from sim.exchange import Exchange
+from sim.plan import Chunk, Plan, plan_request
+from sim.state import SimState
+from sim.tools import choose_tool, split_arguments, tool_arguments, tool_name
+from sim.vocab import count_prompt_tokens, message_text, output_tokens, seed_of
 
-__all__ = ["BadRequest", "chat_completions", "completions", "embeddings"]
+__all__ = [
+    "BadRequest",
+    "before_first_byte",
+    "chat_completions",
+    "check_model",
+    "completions",
+    "embeddings",
+    "finish_plain",
+    "play",
+    "sim_override",
+]
 
 _ERROR_TYPES = {
     429: ("rate_limit_error", "rate_limit_exceeded"),
@@ -42,7 +52,7 @@ class BadRequest(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
-def _check_model(state: SimState, body: dict[str, Any]) -> str:
+def check_model(state: SimState, body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest(400, "you must provide a model parameter", "model")
@@ -52,7 +62,7 @@ def _check_model(state: SimState, body: dict[str, Any]) -> str:
     return model
 
 
-def _override(body: dict[str, Any]) -> SimOverride | None:
+def sim_override(body: dict[str, Any]) -> SimOverride | None:
     raw = body.get("sim")
     if raw is None:
         return None
@@ -70,8 +80,11 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
-async def _before_first_byte(state: SimState, ex: Exchange, plan: Plan) -> bool:
-    """Play an injected error or hang; True when the response has been given already."""
+async def before_first_byte(
+    state: SimState, ex: Exchange, plan: Plan, error_body: Callable[[int, str], bytes] | None = None
+) -> bool:
+    """Play an injected error or hang; True when the response has been given already. `error_body`
+    renders the error in another API's shape (status, message) than OpenAI's."""
     if plan.fault is None or plan.fault == "slow":
         if plan.fault == "slow":
             state.stats.errors_injected["slow"] += 1
@@ -80,7 +93,9 @@ async def _before_first_byte(state: SimState, ex: Exchange, plan: Plan) -> bool:
     if plan.fault == "error":
         type_, code = _ERROR_TYPES.get(plan.status, ("invalid_request_error", None))
         headers = [(b"retry-after", b"%g" % plan.retry_after_s)] if plan.retry_after_s is not None else []
-        await ex.respond(plan.status, wire.error_body(f"injected fault: status {plan.status}", type_, code), headers)
+        message = f"injected fault: status {plan.status}"
+        body = error_body(plan.status, message) if error_body else wire.error_body(message, type_, code)
+        await ex.respond(plan.status, body, headers)
         return True
     if plan.fault == "hang":
         await ex.sleep_until(plan.hang_s)
@@ -99,7 +114,7 @@ def _groups(schedule: list[Chunk]) -> Iterable[tuple[float, int, int]]:
         i = j
 
 
-async def _play(ex: Exchange, plan: Plan, events: list[bytes], schedule: list[Chunk], tail: bytes) -> None:
+async def play(ex: Exchange, plan: Plan, events: list[bytes], schedule: list[Chunk], tail: bytes) -> None:
     """Send `events[i]` at `schedule[i]`, with the faults that strike mid-stream, then `tail`."""
     await ex.start_stream()
     fault, after = plan.fault, plan.after_chunks
@@ -134,18 +149,21 @@ def _last_user_text(messages: Any) -> str:
 
 
 async def chat_completions(state: SimState, ex: Exchange, body: dict[str, Any]) -> None:
-    model = _check_model(state, body)
+    model = check_model(state, body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest(400, "messages must be a non-empty array", "messages")
-    override = _override(body)
+    override = sim_override(body)
     plan = plan_request(state.config, override, state.rng, max_tokens=_max_tokens(body))
     user_text = _last_user_text(messages)
     tools = body.get("tools")
     tool = None
-    if isinstance(tools, list) and tools and plan.call_tool:
+    # A tool's result as the last turn is answered in words, as a model would, unless a call is forced.
+    answered = isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
+    free = body.get("tool_choice") in (None, "auto")
+    if isinstance(tools, list) and tools and plan.call_tool and not (answered and free):
         tool = choose_tool(tools, body.get("tool_choice"), user_text, plan.tool)
-    if await _before_first_byte(state, ex, plan):
+    if await before_first_byte(state, ex, plan):
         return
     rid = state.next_id("chatcmpl")
     created = int(time.time())
@@ -166,7 +184,7 @@ async def chat_completions(state: SimState, ex: Exchange, body: dict[str, Any]) 
             payload = wire.chat_response(
                 rid, created, model, None, "tool_calls", prompt, units, (call_id, name, arguments)
             )
-            await _finish_plain(state, ex, plan, payload)
+            await finish_plain(state, ex, plan, payload)
             return
         cs = wire.ChatStream(rid, created, model, include_usage)
         schedule = plan.schedule(units)
@@ -181,14 +199,14 @@ async def chat_completions(state: SimState, ex: Exchange, body: dict[str, Any]) 
             events.append(b"".join(parts))
             u += chunk.tokens
         tail = cs.finish("tool_calls") + (cs.usage(prompt, units) if include_usage else b"") + wire.DONE
-        await _play(ex, plan, events, schedule, tail)
+        await play(ex, plan, events, schedule, tail)
         return
 
     n = plan.output_tokens
     if not stream:
         await ex.sleep_until(plan.duration_s)
         text = "".join(output_tokens(seed, 0, n))
-        await _finish_plain(
+        await finish_plain(
             state, ex, plan, wire.chat_response(rid, created, model, text, plan.finish_reason, prompt, n)
         )
         return
@@ -202,10 +220,10 @@ async def chat_completions(state: SimState, ex: Exchange, body: dict[str, Any]) 
     if not events:  # nothing to say (max_tokens 0): the role chunk alone opens the stream
         events, schedule = [cs.role()], [Chunk(plan.ttft_s, 0)]
     tail = cs.finish(plan.finish_reason) + (cs.usage(prompt, n) if include_usage else b"") + wire.DONE
-    await _play(ex, plan, events, schedule, tail)
+    await play(ex, plan, events, schedule, tail)
 
 
-async def _finish_plain(state: SimState, ex: Exchange, plan: Plan, payload: bytes) -> None:
+async def finish_plain(state: SimState, ex: Exchange, plan: Plan, payload: bytes) -> None:
     if plan.fault == "disconnect":
         await ex.respond_partial(payload)
         ex.abandon()
@@ -216,7 +234,7 @@ async def _finish_plain(state: SimState, ex: Exchange, plan: Plan, payload: byte
 
 
 async def completions(state: SimState, ex: Exchange, body: dict[str, Any]) -> None:
-    model = _check_model(state, body)
+    model = check_model(state, body)
     prompt_raw = body.get("prompt")
     if isinstance(prompt_raw, list):
         prompt_text = " ".join(
@@ -226,8 +244,8 @@ async def completions(state: SimState, ex: Exchange, body: dict[str, Any]) -> No
         prompt_text = prompt_raw
     else:
         raise BadRequest(400, "prompt must be a string or an array", "prompt")
-    plan = plan_request(state.config, _override(body), state.rng, max_tokens=_max_tokens(body))
-    if await _before_first_byte(state, ex, plan):
+    plan = plan_request(state.config, sim_override(body), state.rng, max_tokens=_max_tokens(body))
+    if await before_first_byte(state, ex, plan):
         return
     rid = state.next_id("cmpl")
     created = int(time.time())
@@ -237,7 +255,7 @@ async def completions(state: SimState, ex: Exchange, body: dict[str, Any]) -> No
     if body.get("stream") is not True:
         await ex.sleep_until(plan.duration_s)
         text = "".join(output_tokens(seed, 0, n))
-        await _finish_plain(
+        await finish_plain(
             state,
             ex,
             plan,
@@ -253,11 +271,11 @@ async def completions(state: SimState, ex: Exchange, body: dict[str, Any]) -> No
         events.append(cs.content("".join(output_tokens(seed, t, chunk.tokens))))
         t += chunk.tokens
     tail = cs.finish(plan.finish_reason) + (cs.usage(prompt, n) if include_usage else b"") + wire.DONE
-    await _play(ex, plan, events, schedule, tail)
+    await play(ex, plan, events, schedule, tail)
 
 
 async def embeddings(state: SimState, ex: Exchange, body: dict[str, Any]) -> None:
-    model = _check_model(state, body)
+    model = check_model(state, body)
     inputs = embedding_inputs(body.get("input"))
     if inputs is None:
         raise BadRequest(400, "input must be a string, an array of strings or an array of token arrays", "input")
@@ -267,8 +285,8 @@ async def embeddings(state: SimState, ex: Exchange, body: dict[str, Any]) -> Non
     dim = body.get("dimensions", state.config.embedding_dim)
     if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 8192:
         raise BadRequest(400, "dimensions must be an integer between 1 and 8192", "dimensions")
-    plan = plan_request(state.config, _override(body), state.rng, max_tokens=None)
-    if await _before_first_byte(state, ex, plan):
+    plan = plan_request(state.config, sim_override(body), state.rng, max_tokens=None)
+    if await before_first_byte(state, ex, plan):
         return
     await ex.sleep_until(plan.ttft_s)
     tokens = sum(len(t.split()) for t in inputs)
@@ -280,4 +298,4 @@ async def embeddings(state: SimState, ex: Exchange, body: dict[str, Any]) -> Non
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
-    await _finish_plain(state, ex, plan, payload)
+    await finish_plain(state, ex, plan, payload)

@@ -33,23 +33,29 @@ def error_body(message: str, type_: str, code: str | None = None, param: str | N
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
-class ChatStream:
+class _Stream:
+    """What the streams of both endpoints share: each event's head, and the usage-only last event."""
+
+    def __init__(self, object_: str, id_: str, created: int, model: str, include_usage: bool):
+        self._head = orjson.dumps(
+            {"id": id_, "object": object_, "created": created, "model": model, "system_fingerprint": None}
+        )
+        self.include_usage = include_usage
+
+    def usage(self, prompt: int, completion: int) -> bytes:
+        """The final chunk of `stream_options.include_usage`: no choices, only usage."""
+        return (
+            b"data: " + self._head[:-1] + b',"choices":[],"usage":' + orjson.dumps(usage(prompt, completion)) + b"}\n\n"
+        )
+
+
+class ChatStream(_Stream):
     """`chat.completion.chunk` events for one response."""
 
     def __init__(self, id_: str, created: int, model: str, include_usage: bool):
-        head = orjson.dumps(
-            {
-                "id": id_,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": None,
-            }
-        )
-        self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
+        super().__init__("chat.completion.chunk", id_, created, model, include_usage)
+        self._prefix = b"data: " + self._head[:-1] + b',"choices":[{"index":0,"delta":'
         self._tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null}\n\n' if include_usage else b"}\n\n")
-        self._head = head
-        self.include_usage = include_usage
 
     def _event(self, delta: bytes) -> bytes:
         return self._prefix + delta + self._tail
@@ -87,41 +93,20 @@ class ChatStream:
         tail = b"}\n\n" if not self.include_usage else b',"usage":null}\n\n'
         return self._prefix + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]" + tail
 
-    def usage(self, prompt: int, completion: int) -> bytes:
-        """The final chunk of `stream_options.include_usage`: no choices, only usage."""
-        return (
-            b"data: " + self._head[:-1] + b',"choices":[],"usage":' + orjson.dumps(usage(prompt, completion)) + b"}\n\n"
-        )
 
-
-class CompletionStream:
+class CompletionStream(_Stream):
     """`text_completion` events (legacy completions endpoint) for one response."""
 
     def __init__(self, id_: str, created: int, model: str, include_usage: bool):
-        head = orjson.dumps(
-            {
-                "id": id_,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "system_fingerprint": None,
-            }
-        )
-        self._head = head
-        self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":0,"text":'
+        super().__init__("text_completion", id_, created, model, include_usage)
+        self._prefix = b"data: " + self._head[:-1] + b',"choices":[{"index":0,"text":'
         self._usage_tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
-        self.include_usage = include_usage
 
     def content(self, text: str) -> bytes:
         return self._prefix + orjson.dumps(text) + b',"logprobs":null,"finish_reason":null}]' + self._usage_tail
 
     def finish(self, reason: str) -> bytes:
         return self._prefix + b'"","logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]" + self._usage_tail
-
-    def usage(self, prompt: int, completion: int) -> bytes:
-        return (
-            b"data: " + self._head[:-1] + b',"choices":[],"usage":' + orjson.dumps(usage(prompt, completion)) + b"}\n\n"
-        )
 
 
 def chat_response(
