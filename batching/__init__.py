@@ -5,7 +5,7 @@ Front door: `WorkerPool`. Build it from `EngineSettings`, `await pool.start()`, 
 """
 
 from batching.errors import EngineError, EngineOverloaded, InvalidRequest
-from batching.params import GenerationOutput, GenerationRequest, SamplingParams
+from batching.params import GenerationOutput, GenerationRequest, SamplingParams, TokenLogprob
 from batching.pool import WorkerPool
 from batching.settings import EngineSettings
 
@@ -17,5 +17,6 @@ __all__ = [
     "GenerationRequest",
     "InvalidRequest",
     "SamplingParams",
+    "TokenLogprob",
     "WorkerPool",
 ]

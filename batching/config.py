@@ -12,8 +12,10 @@ class SchedulerConfig:
     """Limits that one worker's scheduler enforces each iteration.
 
     `num_kv_blocks` × `block_size` is the KV cache capacity in tokens; the runner sizes it and the
-    scheduler only counts blocks. `watermark_blocks` are kept free when admitting a new sequence
-    alongside running ones, so that decodes do not preempt right after an admission.
+    scheduler only counts blocks. `enable_prefix_caching` shares the KV blocks of identical prompt
+    prefixes between sequences (see `batching.block_manager`). `watermark_blocks` are kept free when
+    admitting a new sequence alongside running ones, so that decodes do not preempt right after an
+    admission.
     """
 
     max_num_seqs: int = 32
@@ -22,6 +24,7 @@ class SchedulerConfig:
     num_kv_blocks: int = 1024
     block_size: int = 16
     watermark_blocks: int = 0
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         positive = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "num_kv_blocks", "block_size")

@@ -6,7 +6,11 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["normalize_device", "resolve_devices", "torch_threads_for"]
+__all__ = ["cpu_flags", "default_cpu_dtype", "normalize_device", "resolve_devices", "torch_threads_for"]
+
+# CPU features with native bfloat16 matrix arithmetic; without them torch emulates bfloat16 through
+# float32 conversions and a bfloat16 forward is slower than a float32 one.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 _CUDA = re.compile(r"cuda(?::(\d+))?")
 
@@ -47,3 +51,22 @@ def torch_threads_for(device: str, devices: Sequence[str], cpu_count: int, overr
     if device == "cpu":
         return max(1, cpu_count // sum(1 for d in devices if d == "cpu"))
     return max(1, min(2, cpu_count))
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of the first CPU in a `/proc/cpuinfo` text (empty when there are none)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def default_cpu_dtype(flags: frozenset[str]) -> tuple[str, str]:
+    """The CPU's default dtype and why: bfloat16 where the CPU computes it natively, else float32.
+    Both give the same greedy output as float32 on the engine's correctness tests (bfloat16 is not bit
+    for bit the same on every prompt; see `bench/engine.py` for both)."""
+    native = [f for f in _BF16_FLAGS if f in flags]
+    if native:
+        return "bfloat16", f"the CPU has {', '.join(native)}"
+    return "float32", f"the CPU has none of {', '.join(_BF16_FLAGS)} (bfloat16 would be emulated, slower)"

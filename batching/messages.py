@@ -15,8 +15,10 @@ __all__ = [
     "AbortRequest",
     "AddRequest",
     "IterationStats",
+    "SetTokenizer",
     "Shutdown",
     "StepOutput",
+    "TokenEvent",
     "WorkerFailed",
     "WorkerInfo",
     "WorkerReady",
@@ -28,10 +30,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class AddRequest:
+    """`after`: the sequence whose prompt this one shares (another choice of the same request)."""
+
     seq_id: int
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingParams
     priority: Priority
+    grammar: str | None = None
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetTokenizer:
+    """The tokenizer (its `tokenizers` JSON), sent once it is loaded, for constrained decoding."""
+
+    tokenizer_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,8 @@ class WorkerInfo:
     vocab_size: int
     eos_token_ids: tuple[int, ...]
     load_seconds: float
+    dtype_reason: str = ""
+    prefix_caching: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +98,17 @@ class IterationStats:
     num_batched_seqs: int
     num_preemptions: int  # in this iteration
     step_seconds: float
-    queue_seconds: list[float] = field(default_factory=list)  # sequences scheduled the first time
+    queue_seconds: dict[int, float] = field(default_factory=dict)  # seq_id → wait, of those scheduled the first time
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache, since the worker started
+    prefix_cache_hits: int = 0  # and how many of them were found there
+
+
+# (seq_id, new token id, finish reason or None, (logprob, top ids, top logprobs) when asked for)
+TokenEvent = tuple[int, int, str | None, tuple[float, tuple[int, ...], tuple[float, ...]] | None]
 
 
 @dataclass(frozen=True, slots=True)
 class StepOutput:
-    tokens: list[tuple[int, int, str | None]]  # (seq_id, new token id, finish reason or None)
+    tokens: list[TokenEvent]
     rejected: list[tuple[int, str]]  # (seq_id, why the worker could not take it)
     stats: IterationStats

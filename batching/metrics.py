@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from batching.messages import IterationStats
+
 __all__ = [
     "FINISHED",
     "GENERATION_TOKENS",
@@ -17,6 +19,8 @@ __all__ = [
     "KV_CACHE_USAGE",
     "MODEL_LOAD_SECONDS",
     "PREEMPTIONS",
+    "PREFIX_CACHE_HITS",
+    "PREFIX_CACHE_QUERIES",
     "PROMPT_TOKENS",
     "QUEUE_TIME",
     "REJECTED",
@@ -24,6 +28,7 @@ __all__ = [
     "REQUESTS_WAITING",
     "TTFT",
     "WORKER_RESTARTS",
+    "record_step",
 ]
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -80,3 +85,29 @@ REJECTED = Counter(
 WORKER_RESTARTS = Counter(
     "switchyard_engine_worker_restarts_total", "Worker processes restarted after they died", _LABELS,
 )
+PREFIX_CACHE_QUERIES = Gauge(
+    "switchyard_engine_prefix_cache_queries_tokens", "Prompt tokens looked up in the prefix cache since start",
+    _LABELS, multiprocess_mode="livesum",
+)
+PREFIX_CACHE_HITS = Gauge(
+    "switchyard_engine_prefix_cache_hits_tokens", "Prompt tokens found in the prefix cache since start",
+    _LABELS, multiprocess_mode="livesum",
+)
+
+
+def record_step(model: str, worker: int, stats: IterationStats, new_tokens: int, kv_used_fraction: float) -> None:
+    """One worker iteration, as the pool received it."""
+    label = str(worker)
+    GENERATION_TOKENS.labels(model).inc(new_tokens)
+    REQUESTS_RUNNING.labels(model, label).set(stats.num_running)
+    REQUESTS_WAITING.labels(model, label).set(stats.num_waiting)
+    KV_CACHE_USAGE.labels(model, label).set(kv_used_fraction)
+    PREFIX_CACHE_QUERIES.labels(model, label).set(stats.prefix_cache_queries)
+    PREFIX_CACHE_HITS.labels(model, label).set(stats.prefix_cache_hits)
+    if stats.num_batched_seqs:
+        ITERATION_TOKENS.labels(model, label).observe(stats.num_batched_tokens)
+        ITERATION_SEQUENCES.labels(model, label).observe(stats.num_batched_seqs)
+    if stats.num_preemptions:
+        PREEMPTIONS.labels(model, label).inc(stats.num_preemptions)
+    for seconds in stats.queue_seconds.values():
+        QUEUE_TIME.labels(model, label).observe(seconds)

@@ -9,18 +9,27 @@ from typing import Literal
 
 from batching.errors import InvalidRequest
 
-__all__ = ["GenerationOutput", "GenerationRequest", "SamplingParams"]
+__all__ = [
+    "MAX_CHOICES", "MAX_TOP_LOGPROBS", "EngineTimings", "GenerationOutput", "GenerationRequest", "SamplingParams",
+    "TokenLogprob",
+]
 
 _MAX_STOP_STRINGS = 16
 _MAX_SEED = 2**63 - 1
+MAX_TOP_LOGPROBS = 20
+MAX_CHOICES = 16
 
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Decoding controls for one request. `temperature=0` is greedy; `top_k=0` and `top_p=1` are off.
 
-    `stop` strings end the output before the first occurrence (the stop string itself is not returned).
-    `ignore_eos` keeps generating past the model's end-of-sequence token (benchmarks use it).
+    `stop` strings end the output before the first occurrence (the stop string itself is not returned);
+    `stop_token_ids` end it after one of those tokens. `ignore_eos` keeps generating past the model's
+    end-of-sequence token (benchmarks use it). Penalties follow OpenAI (presence, frequency: over the
+    generated tokens) and vLLM (`repetition_penalty`: over prompt and output, 1 is off). `logprobs`
+    asks for the log-probability of each chosen token under the model (before penalties, temperature
+    and any grammar), with the `top_logprobs` most likely alternatives. `n` choices share the prompt.
     """
 
     temperature: float = 1.0
@@ -29,7 +38,14 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int = 256
     stop: Sequence[str] = ()
+    stop_token_ids: Sequence[int] = ()
     ignore_eos: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
@@ -46,17 +62,42 @@ class SamplingParams:
         if len(stop) > _MAX_STOP_STRINGS or any(not isinstance(s, str) or not s for s in stop):
             raise InvalidRequest(f"stop must be at most {_MAX_STOP_STRINGS} non-empty strings", "stop")
         object.__setattr__(self, "stop", stop)
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and -2 <= value <= 2):
+                raise InvalidRequest(f"{name} must be in [-2, 2], got {value}", name)
+        if not (math.isfinite(self.repetition_penalty) and 0 < self.repetition_penalty <= 10):
+            raise InvalidRequest(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}",
+                                 "repetition_penalty")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}",
+                                 "top_logprobs")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs to be true", "top_logprobs")
+        if not 1 <= self.n <= MAX_CHOICES:
+            raise InvalidRequest(f"n must be in [1, {MAX_CHOICES}], got {self.n}", "n")
+        ids = tuple(self.stop_token_ids)
+        if len(ids) > _MAX_STOP_STRINGS or any(not isinstance(t, int) or t < 0 for t in ids):
+            raise InvalidRequest(f"stop_token_ids must be at most {_MAX_STOP_STRINGS} token ids", "stop_token_ids")
+        object.__setattr__(self, "stop_token_ids", ids)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def penalised(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0)
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
+    """`grammar`, when set, constrains every choice (an llguidance grammar, see `batching.grammar`)."""
+
     prompt_token_ids: Sequence[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     priority: Literal["interactive", "batch"] = "interactive"
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         if self.priority not in ("interactive", "batch"):
@@ -65,11 +106,33 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The chosen token's log-probability and the most likely alternatives, most likely first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTimings:
+    """When the engine took a choice, on the caller's `time.perf_counter()` clock: submitted to the
+    pool, `queued_s` waiting for a worker's scheduler, and its first token back at the pool
+    (prefill, and the trips to and from the worker)."""
+
+    submitted: float
+    queued_s: float
+    first_token_at: float
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationOutput:
-    """One streamed step: `text` and `token_ids` are new since the previous output.
+    """One streamed step of choice `index`: `text` and `token_ids` are new since its previous output.
 
     `text` is always whole characters (never half a UTF-8 sequence or half a merge). The last
-    output carries `finish_reason`: "stop" (end-of-sequence token or stop string) or "length".
+    output of a choice carries `finish_reason`: "stop" (end-of-sequence token, stop token or stop
+    string) or "length". `logprobs` has one entry per token in `token_ids` when they were asked for.
     """
 
     text: str
@@ -77,3 +140,6 @@ class GenerationOutput:
     finish_reason: Literal["stop", "length"] | None
     prompt_tokens: int
     completion_tokens: int
+    index: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    timings: EngineTimings | None = None  # on the first output of each choice

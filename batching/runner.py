@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from batching.devices import cpu_flags, default_cpu_dtype
+from batching.grammar import Matcher
 from batching.memory import (
     DEFAULT_CPU_KV_CACHE_MB,
     ModelShape,
@@ -73,10 +75,36 @@ class _Layer:
 
 @dataclass(slots=True)
 class _Sampler:
-    temperature: float
-    top_p: float
-    top_k: int
+    params: SamplingParams
     rng: random.Random
+    matcher: Matcher | None = None
+
+    @property
+    def temperature(self) -> float:
+        return self.params.temperature
+
+
+@dataclass(slots=True)
+class _DecodeGroup:
+    begin: int  # row range in the flattened batch
+    end: int
+    blocks: torch.Tensor  # cache rows covering every member's context, padded to the longest
+    mask: torch.Tensor
+
+
+def _length_groups(lengths: list[int], max_groups: int = 4, min_size: int = 4) -> list[tuple[int, int]]:
+    """Row ranges of `lengths` (ascending) such that each range is padded to its own last length: a
+    new group starts where the length has grown by half since the group's first, once the group has
+    `min_size` rows (small groups cost more in calls than they save in padding)."""
+    groups: list[tuple[int, int]] = []
+    begin = 0
+    for i, n in enumerate(lengths):
+        if i - begin >= min_size and n > 1.5 * lengths[begin] and len(groups) < max_groups - 1:
+            groups.append((begin, i))
+            begin = i
+    if lengths:
+        groups.append((begin, len(lengths)))
+    return groups
 
 
 @dataclass(slots=True)
@@ -88,12 +116,21 @@ class _Prefill:
     mask: torch.Tensor | None
 
 
-def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def _resolve_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype to run in and why (logged, and shown in the pool's stats)."""
     if name != "auto":
-        return _DTYPES[name]
+        return _DTYPES[name], "configured"
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "the GPU supports bfloat16"
+        return torch.float16, "the GPU has no bfloat16"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = cpu_flags(f.read())
+    except OSError:
+        flags = frozenset()
+    chosen, why = default_cpu_dtype(flags)
+    return _DTYPES[chosen], why
 
 
 def _bias(module: Any) -> torch.Tensor | None:
@@ -114,7 +151,7 @@ class ModelRunner:
         started = time.perf_counter()
         self.options = options
         self.device = torch.device(options.device)
-        self.dtype = _resolve_dtype(options.dtype, self.device)
+        self.dtype, self.dtype_reason = _resolve_dtype(options.dtype, self.device)
         hf = self._load(source)
         config = hf.config
         self.model_type: str = config.model_type
@@ -144,6 +181,9 @@ class ModelRunner:
         # Zeros, not empty: masked-out slots are multiplied by zero weights and must not hold NaN.
         self.kv_cache = torch.zeros(cache_shape, dtype=self.dtype, device=self.device)
         self._samplers: dict[int, _Sampler] = {}
+        self._logprobs: dict[int, tuple[float, tuple[int, ...], tuple[float, ...]]] = {}
+        # For unpacking grammar bitmasks: bit j of 32-bit word i is token 32 * i + j.
+        self._bits = torch.arange(32, dtype=torch.int32)
         self._seed_rng = random.Random()
         self.load_seconds = time.perf_counter() - started
 
@@ -233,12 +273,18 @@ class ModelRunner:
 
     # -- sampling state --------------------------------------------------------------------------
 
-    def add_sequence(self, seq_id: int, params: SamplingParams) -> None:
+    def add_sequence(self, seq_id: int, params: SamplingParams, matcher: Matcher | None = None) -> None:
         seed = params.seed if params.seed is not None else self._seed_rng.getrandbits(63)
-        self._samplers[seq_id] = _Sampler(params.temperature, params.top_p, params.top_k, random.Random(seed))
+        self._samplers[seq_id] = _Sampler(params, random.Random(seed), matcher)
 
     def drop_sequence(self, seq_id: int) -> None:
         self._samplers.pop(seq_id, None)
+        self._logprobs.pop(seq_id, None)
+
+    def take_logprobs(self) -> dict[int, tuple[float, tuple[int, ...], tuple[float, ...]]]:
+        """The logprobs of the tokens the last `run` sampled, for the sequences that asked for them."""
+        out, self._logprobs = self._logprobs, {}
+        return out
 
     # -- one iteration ---------------------------------------------------------------------------
 
@@ -247,7 +293,8 @@ class ModelRunner:
         """Compute KV for every chunk and return one token per chunk with `sample`, in chunk order."""
         if not chunks:
             return []
-        decodes = [c for c in chunks if c.num_tokens == 1]
+        # Decodes shortest context first: groups of similar length share one attention call each.
+        decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: c.start)
         prefills = [c for c in chunks if c.num_tokens > 1]
         ordered = decodes + prefills  # decode rows first: their attention is one batched call
         bs = self.block_size
@@ -267,7 +314,7 @@ class ModelRunner:
         ids_t = torch.tensor(ids, dtype=torch.long, device=dev)
         pos_t = torch.tensor(positions, dtype=torch.long, device=dev)
         slots_t = torch.tensor(slots, dtype=torch.long, device=dev)
-        decode_blocks, decode_mask = self._decode_layout(decodes)
+        decode_groups = self._decode_layout(decodes)
         prefill_layout = self._prefill_layout(prefills, len(decodes))
         sampled = [c for c in chunks if c.sample]
         sample_rows = torch.tensor([rows[id(c)] for c in sampled], dtype=torch.long, device=dev)
@@ -278,25 +325,29 @@ class ModelRunner:
         for index, layer in enumerate(self.layers):
             # After the last layer's attention has written its KV, only the sampled rows matter.
             keep = sample_rows if index == last else None
-            x = self._layer(index, layer, x, cos, sin, slots_t, len(decodes), decode_blocks, decode_mask,
-                            prefill_layout, keep)
+            x = self._layer(index, layer, x, cos, sin, slots_t, decode_groups, prefill_layout, keep)
         if not sampled:
             return []
         hidden = self._rms(x, self.final_norm)
         logits = F.linear(hidden, self.lm_head).float()
-        return self._sample(logits, [c.seq.seq_id for c in sampled])
+        return self._sample(logits, [c.seq for c in sampled])
 
-    def _decode_layout(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if not decodes:
-            return None, None
+    def _decode_layout(self, decodes: list[ScheduledChunk]) -> list[_DecodeGroup]:
+        """Decode rows (sorted by context length) cut into groups, each padded to its own longest
+        context: with mixed lengths, one group padded to the longest would gather and attend over
+        mostly padding."""
+        groups: list[_DecodeGroup] = []
         bs = self.block_size
-        lengths = [c.start + 1 for c in decodes]
-        width = -(-max(lengths) // bs)
-        tables = [c.seq.block_table[:width] + [0] * (width - len(c.seq.block_table[:width])) for c in decodes]
-        blocks = self._block_rows(torch.tensor(tables, dtype=torch.long, device=self.device).view(-1))
-        lengths_t = torch.tensor(lengths, dtype=torch.long, device=self.device)
-        mask = torch.arange(width * bs, device=self.device)[None, :] < lengths_t[:, None]
-        return blocks, mask[None, :, None, :]
+        for begin, end in _length_groups([c.start + 1 for c in decodes]):
+            members = decodes[begin:end]
+            lengths = [c.start + 1 for c in members]
+            width = -(-max(lengths) // bs)
+            tables = [c.seq.block_table[:width] + [0] * (width - len(c.seq.block_table[:width])) for c in members]
+            blocks = self._block_rows(torch.tensor(tables, dtype=torch.long, device=self.device).view(-1))
+            lengths_t = torch.tensor(lengths, dtype=torch.long, device=self.device)
+            mask = torch.arange(width * bs, device=self.device)[None, :] < lengths_t[:, None]
+            groups.append(_DecodeGroup(begin, end, blocks, mask[None, :, None, :]))
+        return groups
 
     def _prefill_layout(self, prefills: list[ScheduledChunk], first_row: int) -> list[_Prefill]:
         layout: list[_Prefill] = []
@@ -348,9 +399,7 @@ class ModelRunner:
         cos: torch.Tensor,
         sin: torch.Tensor,
         slots: torch.Tensor,
-        num_decodes: int,
-        decode_blocks: torch.Tensor | None,
-        decode_mask: torch.Tensor | None,
+        decodes: list[_DecodeGroup],
         prefills: list[_Prefill],
         keep: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -368,16 +417,15 @@ class ModelRunner:
         v_cache.view(kv_heads, -1, dim).index_copy_(1, slots, v.transpose(0, 1))
 
         out = torch.empty(tokens, heads, dim, dtype=x.dtype, device=x.device)
-        if num_decodes:
-            assert decode_blocks is not None and decode_mask is not None
-            n = num_decodes
+        for g in decodes:
+            n = g.end - g.begin
             # Grouped-query attention without repeating K/V: batch over (KV head, sequence), and each
             # KV head's group of query heads acts as that sequence's queries.
-            qd = q[:n].view(n, kv_heads, heads // kv_heads, dim).transpose(0, 1)
-            kd = self._gather(k_cache, decode_blocks).view(kv_heads, n, -1, dim)
-            vd = self._gather(v_cache, decode_blocks).view(kv_heads, n, -1, dim)
-            attn = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask)
-            out[:n] = attn.transpose(0, 1).reshape(n, heads, dim)
+            qd = q[g.begin:g.end].view(n, kv_heads, heads // kv_heads, dim).transpose(0, 1)
+            kd = self._gather(k_cache, g.blocks).view(kv_heads, n, -1, dim)
+            vd = self._gather(v_cache, g.blocks).view(kv_heads, n, -1, dim)
+            attn = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=g.mask)
+            out[g.begin:g.end] = attn.transpose(0, 1).reshape(n, heads, dim)
         for p in prefills:
             qp = q[p.begin:p.end].transpose(0, 1)[None]
             if p.blocks is None:
@@ -397,35 +445,99 @@ class ModelRunner:
         gate, up = F.linear(self._rms(x, layer.post_norm), layer.gate_up_weight, layer.gate_up_bias).chunk(2, -1)
         return x + F.linear(layer.act(gate) * up, layer.down_weight, layer.down_bias)
 
-    def _sample(self, logits: torch.Tensor, seq_ids: list[int]) -> list[int]:
+    def _sample(self, logits: torch.Tensor, seqs: list[EngineSequence]) -> list[int]:
+        samplers = [self._samplers[s.seq_id] for s in seqs]
+        raw = logits
+        if any(s.params.penalised for s in samplers):
+            logits = logits.clone()
+            self._penalise(logits, seqs, samplers)
+        constrained = [i for i, s in enumerate(samplers) if s.matcher is not None and not s.matcher.failed]
+        if constrained:
+            if logits is raw:
+                logits = logits.clone()
+            self._mask(logits, constrained, samplers)
         tokens = logits.argmax(dim=-1)
-        samplers = [self._samplers[s] for s in seq_ids]
         rows = [i for i, s in enumerate(samplers) if s.temperature > 0]
         if rows:
-            picked = [samplers[i] for i in rows]
-            dev = logits.device
-            temperature = torch.tensor([s.temperature for s in picked], device=dev)
-            # One uniform draw per sequence from its own generator: a seed gives the same output
-            # whatever else shares the batch.
-            uniform = torch.tensor([s.rng.random() for s in picked], device=dev)[:, None]
-            probs = torch.softmax(logits[rows] / temperature[:, None], dim=-1)
-            if any(s.top_k > 0 or s.top_p < 1 for s in picked):
-                probs, order = probs.sort(dim=-1, descending=True)
-                vocab = probs.shape[-1]
-                top_k = torch.tensor([s.top_k if s.top_k > 0 else vocab for s in picked], device=dev)
-                probs = probs * (torch.arange(vocab, device=dev)[None, :] < top_k[:, None])
-                probs = probs / probs.sum(-1, keepdim=True)
-                top_p = torch.tensor([s.top_p for s in picked], device=dev)
-                probs = probs * ((probs.cumsum(-1) - probs) < top_p[:, None])  # keeps at least the first
-                cumulative = probs.cumsum(-1)
-                choice = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
-                chosen = order.gather(1, choice.clamp(max=vocab - 1))[:, 0]
+            tokens[rows] = self._draw(logits[rows], [samplers[i] for i in rows])
+        chosen = [int(t) for t in tokens.tolist()]
+        for i in constrained:
+            matcher = samplers[i].matcher
+            assert matcher is not None
+            matcher.advance(chosen[i])
+        wanted = [i for i, s in enumerate(samplers) if s.params.logprobs]
+        if wanted:
+            self._record_logprobs(raw, wanted, seqs, samplers, chosen)
+        return chosen
+
+    def _draw(self, logits: torch.Tensor, picked: list[_Sampler]) -> torch.Tensor:
+        dev = logits.device
+        temperature = torch.tensor([s.temperature for s in picked], device=dev)
+        # One uniform draw per sequence from its own generator: a seed gives the same output
+        # whatever else shares the batch.
+        uniform = torch.tensor([s.rng.random() for s in picked], device=dev)[:, None]
+        probs = torch.softmax(logits / temperature[:, None], dim=-1)
+        if any(s.params.top_k > 0 or s.params.top_p < 1 for s in picked):
+            probs, order = probs.sort(dim=-1, descending=True)
+            vocab = probs.shape[-1]
+            top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else vocab for s in picked], device=dev)
+            probs = probs * (torch.arange(vocab, device=dev)[None, :] < top_k[:, None])
+            probs = probs / probs.sum(-1, keepdim=True)
+            top_p = torch.tensor([s.params.top_p for s in picked], device=dev)
+            probs = probs * ((probs.cumsum(-1) - probs) < top_p[:, None])  # keeps at least the first
+            cumulative = probs.cumsum(-1)
+            choice = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
+            return order.gather(1, choice.clamp(max=vocab - 1))[:, 0]
+        cumulative = probs.cumsum(-1)
+        choice = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
+        return choice.clamp(max=probs.shape[-1] - 1)[:, 0]
+
+    def _penalise(self, logits: torch.Tensor, seqs: list[EngineSequence], samplers: list[_Sampler]) -> None:
+        """OpenAI's presence and frequency penalties over the generated tokens, and vLLM's repetition
+        penalty over prompt and output (positive logits divided by it, negative ones multiplied)."""
+        vocab, dev = logits.shape[-1], logits.device
+        for i, (seq, sampler) in enumerate(zip(seqs, samplers, strict=True)):
+            p = sampler.params
+            if not p.penalised:
+                continue
+            row = logits[i]
+            if p.repetition_penalty != 1.0:
+                seen = torch.unique(torch.tensor(seq.token_ids, dtype=torch.long, device=dev))
+                values = row[seen]
+                row[seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
+            output = seq.token_ids[seq.num_prompt_tokens:]
+            if output and (p.presence_penalty or p.frequency_penalty):
+                counts = torch.bincount(torch.tensor(output, dtype=torch.long, device=dev), minlength=vocab)
+                counts = counts[:vocab].to(row.dtype)
+                row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
+
+    def _mask(self, logits: torch.Tensor, rows: list[int], samplers: list[_Sampler]) -> None:
+        """Only the tokens each grammar allows next keep their logits."""
+        vocab = logits.shape[-1]
+        masks = []
+        for i in rows:
+            matcher = samplers[i].matcher
+            assert matcher is not None
+            masks.append(torch.frombuffer(bytearray(matcher.allowed()), dtype=torch.int32))
+        words = torch.stack(masks).to(logits.device)
+        allowed = ((words[:, :, None] >> self._bits.to(logits.device)) & 1).bool().view(len(rows), -1)[:, :vocab]
+        logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
+
+    def _record_logprobs(self, logits: torch.Tensor, rows: list[int], seqs: list[EngineSequence],
+                         samplers: list[_Sampler], chosen: list[int]) -> None:
+        logprobs = torch.log_softmax(logits[rows].float(), dim=-1)
+        top = max(samplers[i].params.top_logprobs for i in rows)
+        picked = logprobs[torch.arange(len(rows)), torch.tensor([chosen[i] for i in rows])].tolist()
+        if top:
+            values, ids = logprobs.topk(top, dim=-1)
+            top_values, top_ids = values.tolist(), ids.tolist()
+        for k, i in enumerate(rows):
+            n = samplers[i].params.top_logprobs
+            if n:
+                entry = (float(picked[k]), tuple(top_ids[k][:n]), tuple(float(v) for v in top_values[k][:n]))
             else:
-                cumulative = probs.cumsum(-1)
-                choice = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
-                chosen = choice.clamp(max=probs.shape[-1] - 1)[:, 0]
-            tokens[rows] = chosen
-        return [int(t) for t in tokens.tolist()]
+                entry = (float(picked[k]), (), ())
+            self._logprobs[seqs[i].seq_id] = entry
 
     def warmup(self) -> None:
         """One prompt chunk and one decode step through the cache, so the first request is not slow."""

@@ -10,7 +10,12 @@ returned chunks, then `postprocess()` with the sampled tokens. Each iteration:
 2. admitted prompts not yet fully computed take chunks from what is left of the token budget, so that
    decodes keep going while a long prompt is prefilled;
 3. waiting sequences are admitted (interactive first) while a slot, the budget and KV blocks for the
-   whole prompt are available; an interactive one may preempt running batch work to get in.
+   whole prompt are available; an interactive one may preempt running batch work to get in. A prompt
+   whose leading blocks are in the prefix cache starts with them computed; a sequence that waits for
+   another one's prompt (`Sequence.after`, the other choices of one request) is passed over until that
+   prompt is computed.
+
+After the forward, `postprocess()` registers every newly completed block with the prefix cache.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class StepResult:
 class Scheduler:
     def __init__(self, config: SchedulerConfig):
         self.config = config
-        self.block_manager = BlockManager(config.num_kv_blocks, config.block_size)
+        self.block_manager = BlockManager(config.num_kv_blocks, config.block_size, config.enable_prefix_caching)
         self.waiting: dict[Priority, deque[Sequence]] = {p: deque() for p in Priority}
         self.running: list[Sequence] = []  # sorted by Sequence.order_key
         self.num_preemptions = 0
@@ -128,6 +133,7 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 continue
             seq.num_computed_tokens += chunk.num_tokens
+            self.block_manager.commit(seq)
             if token is None:
                 continue
             seq.append(token)
@@ -177,14 +183,17 @@ class Scheduler:
         ceiling = min((int(s.priority) for s in batch.preempted), default=len(Priority))
         for priority in Priority:
             queue = self.waiting[priority]
-            while queue and budget > 0 and int(priority) < ceiling:
-                seq = queue[0]
+            for seq in list(queue):
+                if budget <= 0 or int(priority) >= ceiling:
+                    break
+                if self._deferred(seq):
+                    continue
                 fits, refund = self._make_room(seq, batch)
                 budget += refund
                 if not fits:
                     return  # head of line: nothing behind it may take the room it waits for
-                queue.popleft()
-                self.block_manager.cover(seq)
+                queue.remove(seq)
+                self.block_manager.allocate(seq)
                 seq.status = SequenceStatus.RUNNING
                 bisect.insort(self.running, seq, key=lambda s: s.order_key)
                 budget -= self._add_chunk(batch, seq, budget)
@@ -192,11 +201,18 @@ class Scheduler:
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _deferred(seq: Sequence) -> bool:
+        first = seq.after
+        return first is not None and not first.is_finished and (
+            first.status is SequenceStatus.WAITING or first.is_prefilling
+        )
+
     def _fits(self, seq: Sequence) -> bool:
         if len(self.running) >= self.config.max_num_seqs:
             return False
         reserve = self.config.watermark_blocks if self.running else 0
-        return self.block_manager.can_cover(seq, reserve)
+        return self.block_manager.can_allocate(seq, reserve)
 
     def _make_room(self, seq: Sequence, batch: ScheduledBatch) -> tuple[bool, int]:
         """Whether `seq` can be admitted now (interactive work evicts running batch work to get in),

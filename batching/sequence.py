@@ -41,6 +41,11 @@ class Sequence:
     finish_reason: str | None = None
     arrival: int = -1  # order of arrival in its scheduler; ties priorities, picks preemption victims
     num_preemptions: int = 0
+    # Admitted only once `after` has computed its prompt, so that it finds that prompt's KV cached
+    # (the other choices of an `n > 1` request share the first one's prompt this way).
+    after: Sequence | None = None
+    block_hashes: list[int] = field(default_factory=list)  # chained hashes of its full blocks (prefix cache)
+    num_committed_blocks: int = 0  # leading blocks already registered with the prefix cache
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = len(self.token_ids)
@@ -57,6 +62,10 @@ class Sequence:
     def num_uncomputed(self) -> int:
         """Tokens whose KV is not yet in the cache: the prompt (or its rest) or the last sampled token."""
         return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_computed_tokens < self.num_prompt_tokens
 
     @property
     def is_finished(self) -> bool:

@@ -23,7 +23,8 @@ class EngineSettings(BaseModel):
     remains below `gpu_memory_utilization` once the model is loaded. `kv_cache_blocks`, when set,
     fixes the number of KV blocks instead (tests and capacity planning). A worker accepts up to
     `max_num_seqs` running plus `max_queue` waiting requests; beyond that on every worker the pool
-    raises `EngineOverloaded`.
+    raises `EngineOverloaded`. `enable_prefix_caching` (on by default, as in vLLM) shares the KV of
+    prompts' common prefixes (system prompts, earlier turns) between requests.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
@@ -41,6 +42,7 @@ class EngineSettings(BaseModel):
     max_queue: int = Field(64, ge=0)
     torch_threads: int | None = Field(None, ge=1)
     warmup: bool = True
+    enable_prefix_caching: bool = True
     start_timeout_s: float = Field(600.0, gt=0)
     restart_backoff_s: float = Field(1.0, ge=0)
 

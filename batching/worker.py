@@ -23,6 +23,7 @@ from batching.messages import (
     AbortRequest,
     AddRequest,
     IterationStats,
+    SetTokenizer,
     Shutdown,
     StepOutput,
     WorkerFailed,
@@ -54,6 +55,8 @@ class WorkerSpec:
     kv_cache_blocks: int | None
     gpu_memory_utilization: float
     warmup: bool
+    enable_prefix_caching: bool = True
+    tokenizer_json: str | None = None  # known when the worker is restarted; else sent in `SetTokenizer`
 
 
 def worker_main(spec: WorkerSpec, inbox: Queue[Any], outbox: Connection) -> None:
@@ -110,6 +113,7 @@ def _start(spec: WorkerSpec) -> tuple[Engine, WorkerInfo]:
         num_kv_blocks=runner.num_kv_blocks,
         block_size=spec.block_size,
         watermark_blocks=max(1, runner.num_kv_blocks // 100),
+        enable_prefix_caching=spec.enable_prefix_caching,
     )
     if spec.warmup:
         runner.warmup()
@@ -118,9 +122,20 @@ def _start(spec: WorkerSpec) -> tuple[Engine, WorkerInfo]:
         torch_threads=spec.torch_threads, num_kv_blocks=runner.num_kv_blocks, block_size=spec.block_size,
         kv_bytes_per_token=kv_bytes_per_token(runner.shape), max_model_len=runner.max_model_len,
         vocab_size=runner.vocab_size, eos_token_ids=tuple(sorted(runner.eos_token_ids)),
-        load_seconds=runner.load_seconds,
+        load_seconds=runner.load_seconds, dtype_reason=runner.dtype_reason,
+        prefix_caching=spec.enable_prefix_caching,
     )
-    return Engine(runner, config), info
+    engine = Engine(runner, config)
+    if spec.tokenizer_json is not None:
+        _set_tokenizer(engine, spec.tokenizer_json)
+    return engine, info
+
+
+def _set_tokenizer(engine: Engine, tokenizer_json: str) -> None:
+    from batching.grammar import GrammarTokenizer
+
+    runner = engine.runner
+    engine.grammar_tokenizer = GrammarTokenizer(tokenizer_json, runner.vocab_size, sorted(runner.eos_token_ids))
 
 
 def _loop(engine: Engine, inbox: Queue[Any], outbox: Connection) -> None:
@@ -147,21 +162,25 @@ def _loop(engine: Engine, inbox: Queue[Any], outbox: Connection) -> None:
                 engine.abort(message.seq_id)
             elif isinstance(message, AddRequest):
                 try:
-                    engine.add(message.seq_id, list(message.prompt_token_ids), message.sampling, message.priority)
+                    engine.add(message.seq_id, list(message.prompt_token_ids), message.sampling, message.priority,
+                               message.grammar, message.after)
                 except ValueError as exc:
                     rejected.append((message.seq_id, str(exc)))
+            elif isinstance(message, SetTokenizer):
+                _set_tokenizer(engine, message.tokenizer_json)
         if engine.has_work:
             report = engine.step()
-            tokens = [(r.seq_id, r.token_id, r.finish_reason) for r in report.results]
+            logprobs = report.logprobs
+            tokens = [(r.seq_id, r.token_id, r.finish_reason, logprobs.get(r.seq_id)) for r in report.results]
             stats = _stats(engine, report.num_batched_tokens, report.num_batched_seqs, report.num_preemptions,
                            report.step_seconds, report.queue_seconds)
             outbox.send(StepOutput(tokens, rejected, stats))
         elif rejected or messages:
-            outbox.send(StepOutput([], rejected, _stats(engine, 0, 0, 0, 0.0, [])))
+            outbox.send(StepOutput([], rejected, _stats(engine, 0, 0, 0, 0.0, {})))
 
 
 def _stats(engine: Engine, tokens: int, seqs: int, preemptions: int, seconds: float,
-           queued: list[float]) -> IterationStats:
+           queued: dict[int, float]) -> IterationStats:
     scheduler = engine.scheduler
     return IterationStats(
         num_running=scheduler.num_running,
@@ -172,4 +191,6 @@ def _stats(engine: Engine, tokens: int, seqs: int, preemptions: int, seconds: fl
         num_preemptions=preemptions,
         step_seconds=seconds,
         queue_seconds=queued,
+        prefix_cache_queries=scheduler.block_manager.prefix_queries,
+        prefix_cache_hits=scheduler.block_manager.prefix_hits,
     )

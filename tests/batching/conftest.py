@@ -46,13 +46,13 @@ def build_tokenizer(directory: Path) -> int:
     return len(fast)
 
 
-def build_tiny_llama(directory: Path, vocab_size: int, seed: int = 0) -> None:
+def build_tiny_llama(directory: Path, vocab_size: int, seed: int = 0, max_positions: int = 512) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=False,
         initializer_range=0.2,  # spread-out logits: greedy ties between near-equal tokens are unlikely
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batching.devices import normalize_device, resolve_devices, torch_threads_for
+from batching.devices import cpu_flags, default_cpu_dtype, normalize_device, resolve_devices, torch_threads_for
 from batching.memory import (
     ModelShape,
     cuda_kv_budget_bytes,
@@ -102,3 +102,26 @@ def test_sizing_smollm2_on_an_h100() -> None:
 
 def test_blocks_for_the_cpu_default() -> None:
     assert kv_blocks_for_budget(1024 * MIB, 16, kv_bytes_per_token(SMOLLM2)) == 1456
+
+
+# -- the default CPU dtype -----------------------------------------------------------------------
+
+CPUINFO_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
+CPUINFO_BF16 = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_tile\n"
+CPUINFO_AMX = "processor\t: 0\nflags\t\t: avx2 avx512f amx_bf16 amx_tile\n"
+CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd bf16\n"
+
+DEFAULT_DTYPES = [
+    ("AVX2 only: bfloat16 would be emulated", CPUINFO_AVX2, "float32"),
+    ("AVX512-BF16", CPUINFO_BF16, "bfloat16"),
+    ("AMX", CPUINFO_AMX, "bfloat16"),
+    ("no flags line", "processor\t: 0\n", "float32"),
+    ("an Arm CPU's features are not x86 flags", CPUINFO_ARM, "float32"),
+]
+
+
+@pytest.mark.parametrize(("case", "cpuinfo", "dtype"), DEFAULT_DTYPES, ids=[c[0] for c in DEFAULT_DTYPES])
+def test_default_cpu_dtype(case: str, cpuinfo: str, dtype: str) -> None:
+    chosen, why = default_cpu_dtype(cpu_flags(cpuinfo))
+    assert chosen == dtype, case
+    assert why  # the reason is logged and shown in /readyz

@@ -36,7 +36,7 @@ def runner(tiny_model_dir: Path) -> ModelRunner:
     return ModelRunner(resolve_model(str(tiny_model_dir)), RunnerOptions(max_model_len=256, block_size=4))
 
 
-def engine(runner: ModelRunner, **config: int) -> Engine:
+def engine(runner: ModelRunner, **config: Any) -> Engine:
     base = {"max_num_seqs": 4, "max_num_batched_tokens": 16, "max_model_len": 256,
             "num_kv_blocks": runner.num_kv_blocks, "block_size": 4}
     return Engine(runner, SchedulerConfig(**{**base, **config}))
@@ -94,7 +94,7 @@ def test_cancel_frees_the_slot_for_the_next_iteration(runner: ModelRunner) -> No
     assert eng.abort(0)
     report = eng.step()
     assert [r.seq_id for r in report.results] == [1] and report.num_batched_tokens == len(b)
-    assert len(report.queue_seconds) == 1  # b's time in the queue is reported once, when it starts
+    assert list(report.queue_seconds) == [1]  # b's time in the queue is reported once, when it starts
 
 
 def test_a_seed_gives_the_same_sample_whatever_shares_the_batch(runner: ModelRunner) -> None:
@@ -193,3 +193,60 @@ def test_unsupported_architectures_are_refused(tmp_path: Path) -> None:
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'gpt2' is not supported"):
         ModelRunner(resolve_model(str(tmp_path)), RunnerOptions())
+
+
+# -- prefix caching ------------------------------------------------------------------------------
+
+
+def test_a_cached_prefix_gives_the_same_tokens_as_a_cold_one(runner: ModelRunner, hf_model: Any) -> None:
+    shared = prompts([37], seed=8)[0]  # nine blocks of 4 and a bit: the system prompt of every turn
+    turns = [shared + tail for tail in prompts([3, 11, 6], seed=9)]
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    warm = engine(runner, max_num_batched_tokens=64)
+    run(warm, [(shared, params)])  # fills the cache
+    got = run(warm, [(t, params) for t in turns], every=1)
+    assert warm.scheduler.block_manager.prefix_hits >= 3 * 36  # each turn found the shared blocks cached
+    cold = engine(runner, max_num_batched_tokens=64, enable_prefix_caching=False)
+    expected = run(cold, [(t, params) for t in turns], every=1)
+    assert got == expected
+    for i, turn in enumerate(turns):
+        assert got[i] == hf_greedy(hf_model, turn, 12, stop_at_eos=False), f"turn {i}"
+
+
+def test_prefix_sharing_under_preemption_loses_nothing(runner: ModelRunner, hf_model: Any) -> None:
+    shared = prompts([16], seed=10)[0]
+    batch = [shared + tail for tail in prompts([4, 9, 2, 7, 5], seed=11)]
+    eng = engine(runner, num_kv_blocks=26, max_model_len=100, max_num_seqs=5, max_num_batched_tokens=32)
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    got = run(eng, [(p, params) for p in batch], every=1)
+    assert eng.scheduler.num_preemptions >= 1 and eng.scheduler.block_manager.prefix_hits > 0
+    for i, prompt in enumerate(batch):
+        assert got[i] == hf_greedy(hf_model, prompt, 40, stop_at_eos=False), f"request {i}"
+
+
+def test_other_choices_share_the_prompt_and_sample_on_their_own(runner: ModelRunner) -> None:
+    eng = engine(runner, max_num_batched_tokens=64)
+    prompt = prompts([30], seed=12)[0]
+    sampled = SamplingParams(temperature=1.0, max_tokens=10, ignore_eos=True)
+    eng.add(0, prompt, SamplingParams(temperature=1.0, seed=1, max_tokens=10, ignore_eos=True))
+    eng.add(1, prompt, SamplingParams(temperature=1.0, seed=2, max_tokens=10, ignore_eos=True), after=0)
+    out: dict[int, list[int]] = {0: [], 1: []}
+    while eng.has_work:
+        for r in eng.step().results:
+            out[r.seq_id].append(r.token_id)
+    assert eng.scheduler.block_manager.prefix_hits == 28  # the second choice computed only the last block
+    assert out[0] != out[1] and sampled.n == 1
+
+
+def test_logprobs_are_the_models_and_greedy_picks_the_top(runner: ModelRunner, hf_model: Any) -> None:
+    prompt = prompts([9], seed=13)[0]
+    eng = engine(runner)
+    eng.add(0, prompt, SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=3))
+    report = eng.step()
+    logprob, top_ids, top_values = report.logprobs[0]
+    with torch.inference_mode():
+        expected = torch.log_softmax(hf_model(torch.tensor([prompt])).logits[0, -1].float(), -1)
+    assert top_ids[0] == report.results[0].token_id == int(expected.argmax())
+    assert logprob == pytest.approx(float(expected.max()), abs=1e-4)
+    assert list(top_ids) == expected.topk(3).indices.tolist()
+    assert list(top_values) == pytest.approx(expected.topk(3).values.tolist(), abs=1e-4)

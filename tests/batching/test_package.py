@@ -13,6 +13,7 @@ def test_public_names() -> None:
             "GenerationRequest",
             "InvalidRequest",
             "SamplingParams",
+            "TokenLogprob",
             "WorkerPool",
         ]
     )

@@ -19,6 +19,14 @@ BAD_SAMPLING = [
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": [""]}, "stop"),
     ({"stop": ["x"] * 17}, "stop"),
+    ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": float("inf")}, "frequency_penalty"),
+    ({"repetition_penalty": 0.0}, "repetition_penalty"),
+    ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"n": 0}, "n"),
+    ({"n": 17}, "n"),
+    ({"stop_token_ids": [-1]}, "stop_token_ids"),
 ]
 
 

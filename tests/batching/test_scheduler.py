@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -42,7 +43,7 @@ def step(scheduler: Scheduler, token: int = 7) -> tuple[ScheduledBatch, list[Ste
     return batch, scheduler.postprocess(batch, sampled)
 
 
-def cfg(**kw: int) -> SchedulerConfig:
+def cfg(**kw: Any) -> SchedulerConfig:
     base = {"max_num_seqs": 8, "max_num_batched_tokens": 16, "max_model_len": 64, "num_kv_blocks": 64,
             "block_size": 4}
     return SchedulerConfig(**{**base, **kw})
@@ -276,14 +277,17 @@ ops = st.lists(
     blocks=st.integers(8, 24),
     block_size=st.sampled_from([1, 2, 4]),
     watermark=st.integers(0, 2),
+    prefix_caching=st.booleans(),
 )
 def test_invariants_hold_and_every_request_completes(
     operations: list[tuple[object, ...]], max_num_seqs: int, budget: int, blocks: int, block_size: int,
-    watermark: int,
+    watermark: int, prefix_caching: bool,
 ) -> None:
     max_len = min(32, blocks * block_size)
     budget = max(budget, max_num_seqs)
-    scheduler = Scheduler(SchedulerConfig(max_num_seqs, budget, max_len, blocks, block_size, watermark))
+    scheduler = Scheduler(SchedulerConfig(max_num_seqs, budget, max_len, blocks, block_size, watermark,
+                                          prefix_caching))
+    bm = scheduler.block_manager
     expected: dict[int, int] = {}
     got: dict[int, int] = {}
     next_id = 0
@@ -293,11 +297,16 @@ def test_invariants_hold_and_every_request_completes(
         assert batch.num_tokens <= budget
         assert len(scheduler.running) <= max_num_seqs
         tables = [b for s in scheduler.running for b in s.block_table]
-        assert len(tables) == len(set(tables)) == scheduler.block_manager.num_used_blocks
+        assert len(set(tables)) == bm.num_used_blocks  # blocks may be shared, never lost
+        assert all(bm.ref_count(b) == tables.count(b) for b in set(tables))
+        if not prefix_caching:
+            assert len(tables) == len(set(tables))
         for c in batch.chunks:
             assert c.seq.status is SequenceStatus.RUNNING
             assert c.start == c.seq.num_computed_tokens
             assert len(c.seq.block_table) * block_size >= c.start + c.num_tokens
+            written = {c.seq.block_table[p // block_size] for p in range(c.start, c.start + c.num_tokens)}
+            assert all(bm.ref_count(b) == 1 for b in written)  # a shared block is never written
         if scheduler.has_work:
             assert not batch.is_empty  # never stalls while there is work
         for r in scheduler.postprocess(batch, [7 for c in batch.chunks if c.sample]):
@@ -327,3 +336,36 @@ def test_invariants_hold_and_every_request_completes(
 def test_importing_the_scheduler_does_not_import_torch() -> None:
     code = "import sys, batching.scheduler; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# -- prefix caching ------------------------------------------------------------------------------
+
+
+def test_a_cached_prefix_is_not_computed_again() -> None:
+    scheduler = make(cfg(max_num_batched_tokens=64), [Req(10)])
+    step(scheduler)  # prefill: blocks [0:4] and [4:8] are committed
+    scheduler.add(Sequence(5, [10] * 10, 4, INT, frozenset({EOS})))
+    batch, _ = step(scheduler)
+    assert chunks(batch) == [(0, 10, 1, True), (5, 8, 2, True)]
+    assert scheduler.get(5) is not None and scheduler.get(5).block_table[:2] == scheduler.get(0).block_table[:2]  # type: ignore[union-attr]
+
+
+def test_other_choices_wait_for_the_first_ones_prompt() -> None:
+    scheduler = Scheduler(cfg(max_num_batched_tokens=8))
+    first = Sequence(0, [3] * 12, 4, INT)
+    second = Sequence(1, [3] * 12, 4, INT, after=first)
+    scheduler.add(first)
+    scheduler.add(second)
+    assert chunks(step(scheduler)[0]) == [(0, 0, 8, False)]  # the second is passed over meanwhile
+    assert chunks(step(scheduler)[0]) == [(0, 8, 4, True)]
+    assert chunks(step(scheduler)[0]) == [(0, 12, 1, True), (1, 8, 4, True)]  # two blocks shared
+
+
+def test_a_waiting_choice_does_not_block_the_queue() -> None:
+    scheduler = Scheduler(cfg(max_num_batched_tokens=8, max_num_seqs=2))
+    first = Sequence(0, [3] * 12, 4, INT)
+    scheduler.add(first)
+    step(scheduler)
+    scheduler.add(Sequence(1, [3] * 12, 4, INT, after=first))
+    scheduler.add(Sequence(2, [4] * 3, 4, INT))
+    assert [c.seq.seq_id for c in step(scheduler)[0].chunks] == [0, 2]
