@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 
+# The model reads at most its first 256 word pieces; ordinary text spends well under 16 characters
+# on each, so nothing it would read is cut, and a huge prompt costs a bounded tokenisation.
+MAX_CHARS = 4096
+
 
 class Embedder(Protocol):
     """What the cache needs from an embedder (the router declares the same shape)."""
@@ -118,7 +122,7 @@ class SentenceEmbedder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
-        pending = [_Pending(t, loop.create_future(), loop) for t in texts]
+        pending = [_Pending(t[:MAX_CHARS], loop.create_future(), loop) for t in texts]
         with self._lock:
             self._queue.extend(pending)
         self._wakeup.set()

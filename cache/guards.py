@@ -17,7 +17,10 @@ from typing import Literal
 from cache import lexicon as lx
 from cache.text import Features, analyse, analyse_tokens, stem, tokens
 
-__all__ = ["GuardKind", "GuardPolicy", "Verdict", "align_typos", "check", "compare", "edit_distance"]
+__all__ = [
+    "GuardKind", "GuardPolicy", "Verdict", "align_typos", "antonym_between", "check", "compare", "edit_distance",
+    "role_swaps", "word_rank",
+]
 
 GuardKind = Literal["number", "date", "negation", "entity", "content", "order", "similarity"]
 
@@ -91,7 +94,7 @@ def align_typos(a: list[str], b: list[str], vocabulary: dict[str, int]
     return fix_a, fix_b
 
 
-def _antonym_between(a: Features, b: Features, only_a: set[str], only_b: set[str]) -> str | None:
+def antonym_between(a: Features, b: Features, only_a: set[str], only_b: set[str]) -> str | None:
     for x in only_a | (a.raw - b.raw):
         for y in only_b | (b.raw - a.raw):
             if (x, y) in _ANTONYMS or _negated_form(x, y):
@@ -145,7 +148,7 @@ def compare(a: Features, b: Features, similarity: float, vocabulary: dict[str, i
     if a.negations != b.negations:
         return Verdict(False, "negation", f"{a.negations} vs {b.negations} negations")
     only_a, only_b = set(a.concepts - b.concepts), set(b.concepts - a.concepts)
-    antonym = _antonym_between(a, b, only_a, only_b)
+    antonym = antonym_between(a, b, only_a, only_b)
     if antonym:
         return Verdict(False, "negation", antonym)
     missing = ({e for e in a.entities if e not in b.raw and e not in b.concepts}
@@ -154,16 +157,16 @@ def compare(a: Features, b: Features, similarity: float, vocabulary: dict[str, i
         return Verdict(False, "entity", _show(missing))
     differing = only_a | only_b
     if not differing or differing <= lx.SOFT_WORDS:
-        swapped = _role_swaps(a, b)
+        swapped = role_swaps(a, b)
         if swapped:
             return Verdict(False, "order", swapped)
         return _needs(similarity, policy.same if not differing else policy.soft, "same" if not differing else "soft")
-    anchors = {w for w in differing if not w.startswith("@") and _rank(w, a, b, vocabulary) > policy.common_rank}
+    anchors = {w for w in differing if not w.startswith("@") and word_rank(w, a, b, vocabulary) > policy.common_rank}
     hard_a, hard_b = only_a - lx.SOFT_WORDS, only_b - lx.SOFT_WORDS
     if (anchors or len(hard_a | hard_b) < policy.reword_min_words
             or min(len(hard_a), len(hard_b)) < policy.reword_min_each_side):
         return Verdict(False, "content", _show(differing))
-    swapped = _role_swaps(a, b)
+    swapped = role_swaps(a, b)
     if swapped:
         return Verdict(False, "order", swapped)
     return _needs(similarity, policy.reworded, "reworded")
@@ -175,11 +178,13 @@ def _needs(similarity: float, required: float, tier: str) -> Verdict:
     return Verdict(False, "similarity", f"{tier} needs {required:.2f}")
 
 
-def _rank(concept: str, a: Features, b: Features, vocabulary: dict[str, int]) -> int:
+def word_rank(concept: str, a: Features, b: Features, vocabulary: dict[str, int]) -> int:
     """The frequency rank of the most common surface word behind a concept (unknown: rare)."""
     words = [w for w, c in a.surface + b.surface if c == concept] or [concept]
     return min(vocabulary.get(w, 1 << 30) for w in words)
-def _role_swaps(a: Features, b: Features) -> str:
+
+
+def role_swaps(a: Features, b: Features) -> str:
     """Same words, different roles: "London to Paris" vs "Paris to London"."""
     preps_a = {p for p, _ in a.roles}
     preps_b = {p for p, _ in b.roles}

@@ -1,7 +1,7 @@
 """Cache keys: what makes two requests the same (exact layer) or comparable (semantic scope).
 
 Exact key: a hash of the canonical request: tenant, model, messages, tools and every parameter
-that can change the answer. Scope key: the same minus the latest user turn's text, so that the
+that can change the answer. Scope key: the same minus the latest user turn, so that the
 semantic layer only compares prompts asked in the same context: same tenant, model, sampling and
 format parameters, system prompt, tools and earlier turns. The tenant is in both hashes and is
 never part of any embedded text.
@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RequestKeys", "canonical_messages", "effective_temperature", "intent_text", "request_keys"]
+__all__ = ["RequestKeys", "canonical_messages", "effective_temperature", "request_keys"]
 
 # Request fields that do not change the answer (or are handled elsewhere: max_tokens decides at
 # serving time whether a stored answer fits, see `eligibility.serves_max_tokens`).
@@ -31,7 +31,6 @@ _KEY_VERSION = 1
 class RequestKeys:
     exact: str
     scope: str | None  # None: the semantic layer cannot serve this request (last turn is not user text)
-    text: str | None  # the latest user turn, the text the semantic layer embeds
 
 
 def _text_of(content: Any) -> str | None:
@@ -107,18 +106,6 @@ def _digest(kind: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
-def intent_text(request: dict[str, Any]) -> str | None:
-    """The text of the latest user turn, wherever it is (the tool router wants it mid tool-loop too)."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        return None
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = _text_of(message.get("content"))
-            return text if text and text.strip() else None
-    return None
-
-
 def request_keys(tenant: str, request: dict[str, Any], default_temperature: float = 1.0) -> RequestKeys:
     messages = request.get("messages")
     messages = messages if isinstance(messages, list) else []
@@ -131,11 +118,11 @@ def request_keys(tenant: str, request: dict[str, Any], default_temperature: floa
         "params": _params(request, default_temperature),
     }
     exact = _digest("exact", {**common, "messages": canon})
+    # The semantic layer compares the latest user turn only when it is the last message and all text:
+    # mid tool-loop the answer depends on tool results, and an image changes what is asked.
     last = canon[-1] if canon else None
     if last is None or last.get("role") != "user" or not isinstance(last.get("content"), str):
-        return RequestKeys(exact, None, None)
-    text = last["content"]
-    if not text.strip():
-        return RequestKeys(exact, None, None)
-    scope = _digest("scope", {**common, "history": canon[:-1]})
-    return RequestKeys(exact, scope, text)
+        return RequestKeys(exact, None)
+    if not last["content"].strip():
+        return RequestKeys(exact, None)
+    return RequestKeys(exact, _digest("scope", {**common, "history": canon[:-1]}))

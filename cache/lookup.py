@@ -20,6 +20,7 @@ class CacheLookup:
     reason: str | None = None  # why a miss or bypass: "ineligible", "no_candidate", "guard:number", ...
     detail: str = ""  # finer cause for logs ("temperature", the words that differed); never a label
     similarity: float | None = None  # of the best candidate (served or not)
+    score: float | None = None  # the calibrated decision's score of the entry served
     response: dict[str, Any] | None = None  # the stored chat.completion, on a hit
     entry_id: str | None = None  # the entry served
     exact_key: str | None = None

@@ -4,10 +4,27 @@ layer, reason, operation; never a prompt, key or tenant)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+from scipy.stats import binomtest
 
 __all__ = [
-    "BYPASSES", "EMBEDDING_SECONDS", "ENTRIES", "EVICTIONS", "FALSE_HIT_RATE", "HITS", "LOOKUPS",
-    "LOOKUP_SECONDS", "MISSES", "SIMILARITY", "STORES", "STORE_ERRORS", "STORE_UP", "VERIFICATIONS",
+    "BYPASSES",
+    "EMBEDDING_SECONDS",
+    "ENTRIES",
+    "EVICTIONS",
+    "FALSE_HIT_RATE",
+    "FALSE_HIT_RATE_HIGH",
+    "FALSE_HIT_RATE_LOW",
+    "FALSE_HIT_SAMPLES",
+    "HITS",
+    "LOOKUPS",
+    "LOOKUP_SECONDS",
+    "MISSES",
+    "SIMILARITY",
+    "STORES",
+    "STORE_ERRORS",
+    "STORE_UP",
+    "VERIFICATIONS",
+    "export_false_hits",
 ]
 
 _FAST = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -34,3 +51,24 @@ VERIFICATIONS = Counter("switchyard_cache_verifications_total",
 FALSE_HIT_RATE = Gauge("switchyard_cache_false_hit_rate",
                        "Share of verified semantic hits the backend contradicted (recent window).",
                        multiprocess_mode="livemax")
+FALSE_HIT_RATE_LOW = Gauge("switchyard_cache_false_hit_rate_low",
+                           "Lower end of the 95% Wilson interval of the live false-hit rate.",
+                           multiprocess_mode="livemax")
+FALSE_HIT_RATE_HIGH = Gauge("switchyard_cache_false_hit_rate_high",
+                            "Upper end of the 95% Wilson interval of the live false-hit rate.",
+                            multiprocess_mode="livemax")
+FALSE_HIT_SAMPLES = Gauge("switchyard_cache_false_hit_samples",
+                          "Verified semantic hits behind the live false-hit rate (recent window).",
+                          multiprocess_mode="livemin")
+
+
+def export_false_hits(window: tuple[int, int]) -> None:
+    """Set the live false-hit rate, its 95% Wilson interval and its sample count."""
+    wrong, verified = window
+    FALSE_HIT_SAMPLES.set(verified)
+    if not verified:
+        return
+    interval = binomtest(wrong, verified).proportion_ci(0.95, method="wilson")
+    FALSE_HIT_RATE.set(wrong / verified)
+    FALSE_HIT_RATE_LOW.set(float(interval.low))
+    FALSE_HIT_RATE_HIGH.set(float(interval.high))

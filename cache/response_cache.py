@@ -1,8 +1,9 @@
-"""ResponseCache: the front door. Exact layer first, then the semantic layer, then the guards.
+"""ResponseCache: the front door. Exact layer first, then the semantic layer and its calibrated decision.
 
     cache = ResponseCache(settings, store, embedder)
     await cache.start()
-    lookup = await cache.lookup(tenant, request, embed)       # embed: the gateway's shared embedding
+    lookup = await cache.lookup(tenant, request, embed, intent=text)  # the gateway's shared embedding
+                                                                      # and intent text
     if lookup.hit: serve lookup.response
     else: ...answer..., then await cache.store(lookup, response)
 
@@ -21,16 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from cache import guards, metrics
+from cache import metrics
+from cache.decision import Calibration, LiveRisk, load_calibration
 from cache.eligibility import check_request, check_response, requested_max_tokens, serves_max_tokens
 from cache.embedder import Embedder
 from cache.entry import CacheEntry, Vector
 from cache.index import IndexSet, Partition, PartitionIndex
-from cache.keys import intent_text, request_keys
+from cache.keys import request_keys
 from cache.lookup import CacheLookup, Status
+from cache.pair_features import FEATURES, pair_features
 from cache.settings import CacheSettings
 from cache.stores.base import Store, StoreUnavailable
-from cache.verification import VerificationLog, answers_agree, tightened_threshold
+from cache.verification import VerificationLog, answers_agree, raised_entry_threshold
 from cache.vocabulary import load_vocabulary
 
 __all__ = ["EmbedFn", "ResponseCache"]
@@ -43,12 +46,16 @@ EmbedFn = Callable[[str], Awaitable[Vector | None]]
 class ResponseCache:
     def __init__(self, settings: CacheSettings, store: Store, embedder: Embedder | None = None, *,
                  vocabulary: dict[str, int] | None = None, clock: Callable[[], float] = time.time,
-                 seed: int | None = None):
+                 seed: int | None = None, calibration: Calibration | None = None):
         self.settings = settings
         self.store_backend = store
         self.embedder = embedder
-        self._policy = settings.guards.policy()
-        self._floor = settings.guards.floor
+        self.calibration = calibration or load_calibration(settings.calibration)
+        if self.calibration.alpha != settings.alpha:
+            raise ValueError(f"cache.alpha is {settings.alpha} but the calibration holds {self.calibration.alpha}: "
+                             "write a calibration for it (python -m bench.cache_eval --write-calibration)")
+        self._floor = settings.floor
+        self._live = LiveRisk(settings.alpha, settings.verify_window)
         self._vocabulary = vocabulary
         self._clock = clock
         self._indexes: IndexSet | None = None
@@ -59,7 +66,6 @@ class ResponseCache:
         self._entries = 0
         self.bypassed = 0
         self._verification = VerificationLog(settings.verify_sample_rate, settings.verify_window, seed)
-        self._background: set[asyncio.Task[Any]] = set()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -77,20 +83,16 @@ class ResponseCache:
             self._mark_down("start", exc)
 
     async def aclose(self) -> None:
-        for task in list(self._background):
-            task.cancel()
         await self.store_backend.aclose()
 
     # -- lookup --------------------------------------------------------------------------------
 
-    def intent_text(self, request: dict[str, Any]) -> str | None:
-        """The latest user turn's text: what the gateway embeds once for the cache and the router."""
-        return intent_text(request)
-
     async def lookup(self, tenant: str, request: dict[str, Any], embed: EmbedFn | None = None, *,
-                     no_cache: bool = False, no_store: bool = False) -> CacheLookup:
+                     intent: str, no_cache: bool = False, no_store: bool = False) -> CacheLookup:
+        """`intent`: the request's intent text as the gateway computed it (its latest user turn), the
+        text the semantic layer embeds and its guards compare; "" when there is none."""
         started = time.perf_counter()
-        result = await self._lookup(tenant, request, embed, no_cache, no_store)
+        result = await self._lookup(tenant, request, embed, intent, no_cache, no_store)
         result.elapsed_s = time.perf_counter() - started
         metrics.LOOKUPS.labels(result.status).inc()
         metrics.LOOKUP_SECONDS.labels(result.status).observe(result.elapsed_s)
@@ -102,7 +104,7 @@ class ResponseCache:
             metrics.BYPASSES.labels(result.reason or "unknown").inc()
         return result
 
-    async def _lookup(self, tenant: str, request: dict[str, Any], embed: EmbedFn | None,
+    async def _lookup(self, tenant: str, request: dict[str, Any], embed: EmbedFn | None, intent: str,
                       no_cache: bool, no_store: bool) -> CacheLookup:
         s = self.settings
         model = request.get("model")
@@ -116,8 +118,8 @@ class ResponseCache:
         if not decision.ok:
             return CacheLookup("miss", tenant, reason="ineligible", detail=decision.cause)
         keys = request_keys(tenant, request, s.default_temperature)
-        scope = keys.scope if switch.semantic else None
-        lookup = CacheLookup("miss", tenant, exact_key=keys.exact, scope_key=scope, text=keys.text,
+        scope = keys.scope if switch.semantic and intent else None
+        lookup = CacheLookup("miss", tenant, exact_key=keys.exact, scope_key=scope, text=intent or None,
                              max_tokens=requested_max_tokens(request), storable=True)
         if no_cache:
             return self._status(lookup, "bypass", "no_cache")
@@ -129,7 +131,7 @@ class ResponseCache:
             found = await self._exact(lookup)
             if found is not None:
                 return found
-            if scope is None or keys.text is None:
+            if scope is None or lookup.text is None:
                 return self._status(lookup, "miss", "no_candidate" if switch.semantic else "exact_only")
             return await self._semantic(lookup, embed)
         except StoreUnavailable as exc:
@@ -176,20 +178,19 @@ class ResponseCache:
             if not self._fits(entry, lookup):
                 reasons.append((1, "max_tokens", ""))
                 continue
-            if sim < entry.threshold:
-                reasons.append((2, "below_threshold", "entry threshold raised by a contradiction"))
-                continue
-            verdict = guards.check(lookup.text, entry.text, sim, vocabulary=self._vocabulary,
-                                   policy=self._policy)
-            if verdict.ok:
+            row = pair_features(lookup.text, entry.text, sim, self._vocabulary or {}, self.settings.common_rank)
+            score = self.calibration.score(row)
+            threshold = self._live.threshold(lookup.scope_key, self.calibration.threshold)
+            if score > max(threshold, entry.threshold):
                 await self.store_backend.touch(entry.id)
                 lookup.response, lookup.entry_id, lookup.similarity = entry.response, entry.id, sim
+                lookup.score = score
                 lookup.storable = False
-                return self._status(lookup, "semantic", detail=verdict.detail)
-            if verdict.kind == "similarity":
-                reasons.append((2, "below_threshold", verdict.detail))
+                return self._status(lookup, "semantic", detail=f"score {score:.3f} > {threshold:.3f}")
+            if score > threshold:
+                reasons.append((2, "below_threshold", "entry threshold raised by a contradiction"))
             else:
-                reasons.append((3, f"guard:{verdict.kind}", verdict.detail))
+                reasons.append(_why_not(row, score, threshold))
         if not reasons:
             return self._status(lookup, "miss", "no_candidate")
         top = max(r[0] for r in reasons)
@@ -334,9 +335,9 @@ class ResponseCache:
             return
         metrics.VERIFICATIONS.labels(lookup.status, "agreed" if agreed else "contradicted").inc()
         self._verification.record(lookup.status, not agreed)
-        rate = self._verification.false_hit_rate
-        if rate is not None:
-            metrics.FALSE_HIT_RATE.set(rate)
+        metrics.export_false_hits(self._verification.window())
+        if lookup.status == "semantic" and lookup.scope_key is not None and lookup.score is not None:
+            self._live.record(lookup.scope_key, lookup.score, not agreed)
         if agreed:
             return
         try:
@@ -348,8 +349,8 @@ class ResponseCache:
                 await self.store_backend.delete(entry.id)
                 metrics.EVICTIONS.labels("contradicted").inc()
                 return
-            threshold = tightened_threshold(entry.threshold, lookup.similarity or 1.0,
-                                            self.settings.contradiction_margin)
+            threshold = raised_entry_threshold(entry.threshold, lookup.score or 1.0,
+                                               self.settings.contradiction_margin)
             await self.store_backend.update(entry.id, threshold=threshold, contradictions=contradictions)
         except StoreUnavailable as exc:
             self._mark_down("report", exc)
@@ -413,6 +414,21 @@ class ResponseCache:
         # The store may have restarted empty while we were away: relearn every partition.
         if self._indexes is not None:
             self._indexes.reset()
+
+
+_SIGNALS = (  # (feature, reason): the first signal present names why a candidate was not served
+    ("numbers_differ", "guard:number"), ("dates_differ", "guard:date"), ("negation_differs", "guard:negation"),
+    ("antonym", "guard:negation"), ("entities_missing", "guard:entity"), ("roles_swapped", "guard:order"),
+    ("rare_words", "guard:content"),
+)
+_INDEX = {name: i for i, name in enumerate(FEATURES)}
+
+
+def _why_not(row: Any, score: float, threshold: float) -> tuple[int, str, str]:
+    for feature, reason in _SIGNALS:
+        if row[_INDEX[feature]] > 0:
+            return 3, reason, f"{feature}; score {score:.3f} <= {threshold:.3f}"
+    return 2, "below_threshold", f"score {score:.3f} <= {threshold:.3f}"
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from cache.guards import GuardPolicy
-
-__all__ = ["CacheSettings", "CacheSwitch", "GuardSettings"]
+__all__ = ["CacheSettings", "CacheSwitch"]
 
 
 class CacheSwitch(BaseModel):
@@ -20,36 +18,12 @@ class CacheSwitch(BaseModel):
     semantic: bool = True
 
 
-class GuardSettings(BaseModel):
-    """Similarity each kind of wording difference needs (see `guards.GuardPolicy`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    same: float = Field(0.60, ge=0.0, le=1.0)
-    soft: float = Field(0.85, ge=0.0, le=1.0)
-    reworded: float = Field(0.90, ge=0.0, le=1.0)
-    reword_min_words: int = Field(3, ge=1)
-    reword_min_each_side: int = Field(1, ge=0)
-    common_rank: int = Field(8000, ge=0)
-
-    def policy(self) -> GuardPolicy:
-        return GuardPolicy(**self.model_dump())
-
-    @property
-    def floor(self) -> float:
-        """No candidate below this similarity can pass any tier."""
-        return min(self.same, self.soft, self.reworded)
-
-
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     semantic: bool = True
-    store: Literal["memory", "redis"] = "memory"
-    redis_url: str | None = None
-    key_prefix: str = "switchyard:cache"
-    redis_timeout_s: float = Field(0.25, gt=0)
+    store: Literal["memory", "redis"] = "memory"  # redis: the deployment's Redis (redis.url)
     # After a store failure, requests bypass the store this long before one of them tries again.
     retry_after_s: float = Field(1.0, gt=0)
 
@@ -63,8 +37,13 @@ class CacheSettings(BaseModel):
 
     # Semantic layer.
     embed_timeout_s: float = Field(0.05, gt=0)  # a slower embedding is a miss, never an error
-    candidates: int = Field(4, ge=1, le=64)  # nearest entries the guards examine, best first
-    guards: GuardSettings = GuardSettings()
+    candidates: int = Field(4, ge=1, le=64)  # nearest entries the decision examines, best first
+    # The expected share of wrong answers among semantic hits the threshold is chosen to hold
+    # (conformal risk control on labelled pairs, then tightened by verified live samples).
+    alpha: float = Field(0.01, gt=0.0, lt=1.0)
+    calibration: str | None = None  # a calibration file (bench.cache_eval --write-calibration); None: shipped
+    floor: float = Field(0.5, ge=-1.0, le=1.0)  # cosine below which a candidate is not examined at all
+    common_rank: int = Field(8000, ge=0)  # words ranked beyond this in the vocabulary are anchors (rare)
     hnsw_min_entries: int = Field(4096, ge=16)  # a partition this large moves from flat to HNSW
     max_partitions: int = Field(10_000, ge=1)  # partition indexes this replica keeps in memory
     sync_interval_s: float = Field(0.2, ge=0.0)  # how stale a replica's index of a partition may be
@@ -73,17 +52,11 @@ class CacheSettings(BaseModel):
     verify_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
     verify_window: int = Field(500, ge=1)
     answer_agreement: float = Field(0.80, ge=0.0, le=1.0)  # cosine of two answers that agree
-    contradiction_margin: float = Field(0.02, ge=0.0, le=1.0)
+    contradiction_margin: float = Field(0.02, ge=0.0, le=1.0)  # in the decision's score
     max_contradictions: int = Field(2, ge=1)  # then the entry is deleted
 
     models: dict[str, CacheSwitch] = {}
     tenants: dict[str, CacheSwitch] = {}
-
-    @model_validator(mode="after")
-    def _redis_needs_url(self) -> CacheSettings:
-        if self.store == "redis" and not self.redis_url:
-            raise ValueError("cache.redis_url is required when cache.store is 'redis'")
-        return self
 
     def switch(self, tenant: str, model: str) -> CacheSwitch:
         """The effective switch: off if the cache, the model or the tenant is off."""

@@ -13,7 +13,7 @@ import random
 from collections import deque
 from typing import Any
 
-__all__ = ["VerificationLog", "answer_text", "answers_agree", "tightened_threshold", "tool_calls"]
+__all__ = ["VerificationLog", "answer_text", "answers_agree", "raised_entry_threshold", "tool_calls"]
 
 
 class VerificationLog:
@@ -34,6 +34,10 @@ class VerificationLog:
         self.contradicted += contradicted
         if layer == "semantic":
             self._recent.append(contradicted)
+
+    def window(self) -> tuple[int, int]:
+        """(contradicted, verified) among the recent semantic hits."""
+        return sum(self._recent), len(self._recent)
 
     @property
     def false_hit_rate(self) -> float | None:
@@ -79,7 +83,7 @@ def answers_agree(cached: dict[str, Any], fresh: dict[str, Any], text_similarity
     return text_similarity >= threshold
 
 
-def tightened_threshold(current: float, similarity: float, margin: float) -> float:
-    """After a contradiction at `similarity`, serve only strictly closer prompts. Above 1.0 the
-    entry serves no semantic match at all (exact hits still)."""
-    return max(current, similarity + margin)
+def raised_entry_threshold(current: float, score: float, margin: float) -> float:
+    """After a contradiction at decision score `score`, the entry serves only prompts scored higher.
+    Above 1.0 it serves no semantic match at all (exact hits still)."""
+    return max(current, score + margin)

@@ -2,7 +2,7 @@
 
 router = ToolRouter(RouterSettings(), embedder, redis=None, state_path=None)
 await router.start()
-n = await router.narrow(tenant, tools, messages, tool_choice, query_vector)   # n.tools go upstream
+n = await router.narrow(tenant, tools, messages, tool_choice, vector, intent=text)  # n.tools go upstream
 router.observe(tenant, n, ["called_tool_name"])                              # feedback, never blocks
 await router.aclose()
 """

@@ -25,27 +25,35 @@ import numpy.typing as npt
 
 from router.embedder import Vectors
 
-__all__ = ["CatalogueModel", "Example", "FeedbackBook", "TrainingJob", "train"]
+__all__ = ["CatalogueModel", "Example", "FeedbackBook", "TrainingJob", "split", "train"]
+
+_HOLD_BACK = 4  # one call in four (and every full-list call) calibrates instead of training
 
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """This intent (its vector) chose this tool (by name), in this tenant's request."""
+    """This intent (its vector, and its lexical words) chose this tool (by name), in this tenant's
+    request. `full`: the whole tool list went upstream (a shadow or fallback request), so the choice
+    was not limited by what the router kept: the best kind of call to calibrate on."""
 
     name: str
     vector: Vectors
     tenant: str
+    words: tuple[str, ...] = ()
+    full: bool = False
 
     def to_json(self) -> str:
         packed = base64.b64encode(self.vector.astype(np.float16).tobytes()).decode()
-        return json.dumps({"n": self.name, "v": packed, "t": self.tenant}, separators=(",", ":"))
+        return json.dumps({"n": self.name, "v": packed, "t": self.tenant, "w": list(self.words), "f": self.full},
+                          separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Example | None:
         try:
             data = json.loads(raw)
             vector = np.frombuffer(base64.b64decode(data["v"]), dtype=np.float16).astype(np.float32)
-            return cls(name=str(data["n"]), vector=vector, tenant=str(data["t"]))
+            return cls(name=str(data["n"]), vector=vector, tenant=str(data["t"]),
+                       words=tuple(str(w) for w in data.get("w", ())), full=bool(data.get("f", False)))
         except (ValueError, KeyError, TypeError):
             return None  # a damaged record is skipped, not fatal
 
@@ -60,6 +68,13 @@ class CatalogueModel:
     intercept: npt.NDArray[np.float32]
     examples: npt.NDArray[np.float32]  # (m, dim) the examples it was trained on
     labels: npt.NDArray[np.intp]  # (m,) index into classes
+    # What its catalogue's held-back calls said (router/conformal.py): blend its boosts into the
+    # scores only when that keeps fewer tools at the same coverage; the margin that holds coverage
+    # (None: too few held-back calls, the cold margin stands).
+    blend: bool = False
+    margin: float | None = None
+    held_back: int = 0
+    weight: float = 0.0  # the boost's strength when blended
 
     def boosts(
         self, query: Vectors, names: Sequence[str | None], similarity: tuple[float, float]
@@ -96,6 +111,10 @@ class CatalogueModel:
             intercept=self.intercept,
             examples=self.examples.astype(np.float16),
             labels=self.labels,
+            blend=np.array(self.blend),
+            margin=np.array(np.nan if self.margin is None else self.margin),
+            held_back=np.array(self.held_back),
+            weight=np.array(self.weight),
         )
         return buffer.getvalue()
 
@@ -112,6 +131,10 @@ class CatalogueModel:
                     intercept=data["intercept"].astype(np.float32),
                     examples=data["examples"].astype(np.float32),
                     labels=data["labels"].astype(np.intp),
+                    blend=bool(data["blend"]) if "blend" in data else False,
+                    margin=None if "margin" not in data or np.isnan(data["margin"]) else float(data["margin"]),
+                    held_back=int(data["held_back"]) if "held_back" in data else 0,
+                    weight=float(data["weight"]) if "weight" in data else 0.0,
                 )
         except (ValueError, KeyError, OSError):
             return None
@@ -126,9 +149,20 @@ class TrainingJob:
     examples: tuple[Example, ...]
 
 
-def train(job: TrainingJob, c: float) -> CatalogueModel | None:
-    """Fit the classifier for one catalogue on the scope's examples of its tools (CPU-bound: run in a thread)."""
+def split(job: TrainingJob) -> tuple[list[Example], list[Example]]:
+    """The scope's calls to this catalogue's tools, as (training, held back). Held back, to calibrate
+    and judge the model: every full-list call and every `_HOLD_BACK`-th other one in the scope's
+    order (the same on every replica: they share that order)."""
     relevant = [e for e in job.examples if e.name in job.names]
+    held = [i for i, e in enumerate(relevant) if e.full or i % _HOLD_BACK == _HOLD_BACK - 1]
+    chosen = set(held)
+    return [e for i, e in enumerate(relevant) if i not in chosen], [relevant[i] for i in held]
+
+
+def train(job: TrainingJob, c: float) -> CatalogueModel | None:
+    """Fit the classifier for one catalogue on the scope's training calls to its tools (CPU-bound:
+    run in a thread). The router then judges it on the held-back ones."""
+    relevant, _ = split(job)
     if not relevant:
         return None
     classes = tuple(sorted({e.name for e in relevant}))

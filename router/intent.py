@@ -1,40 +1,14 @@
-"""What a conversation asks for, read from its messages and `tool_choice` (pure, no I/O)."""
+"""Which tools a conversation names, read from its messages and `tool_choice` (pure, no I/O).
+
+The intent text the router embeds is the gateway's to compute; `ToolRouter.narrow` takes it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["called_tools", "forced_tools", "intent_text", "message_text"]
-
-# An intent is embedded by a 256-wordpiece model; more text only costs time.
-_MAX_CHARS = 2000
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's `content`: a string, or the text parts of a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        parts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") in ("text", None)]
-        return " ".join(p for p in parts if isinstance(p, str))
-    return ""
-
-
-def intent_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The latest user turn's text, the intent the router and the semantic cache embed.
-
-    Earlier turns and the system prompt are left out: a system prompt is the same for every request
-    of an application, so it cannot tell tools apart. (BFCL's single-call queries are one user turn, so
-    adding earlier turns could not be measured there.)
-    """
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            text = message_text(message.get("content")).strip()
-            if text:
-                return text[:_MAX_CHARS]
-    return ""
-
+__all__ = ["called_tools", "forced_tools"]
 
 def called_tools(messages: Sequence[Mapping[str, Any]]) -> set[str]:
     """Names of the tools already called in the conversation (assistant `tool_calls`, legacy `function_call`)."""

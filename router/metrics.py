@@ -4,18 +4,24 @@ from short fixed lists only)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+from scipy.stats import binomtest
 
 __all__ = [
     "BANDS",
+    "BLENDS",
     "CLASSIFIER_SECONDS",
     "FALLBACKS",
     "FEEDBACK_EXAMPLES",
     "LIVE_RECALL",
+    "LIVE_RECALL_HIGH",
+    "LIVE_RECALL_LOW",
+    "LIVE_RECALL_SAMPLES",
     "REQUESTS",
     "SHADOW",
     "TOOLS_IN",
     "TOOLS_OUT",
     "TRAININGS",
+    "export_live_recall",
 ]
 
 _TOOL_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 50, 64, 128, 256, 512, 1024)
@@ -48,3 +54,34 @@ LIVE_RECALL = Gauge(
     "Share of shadow-measured tool calls whose tool the router kept (last 1000 per process)",
     multiprocess_mode="liveall",
 )
+LIVE_RECALL_LOW = Gauge(
+    "switchyard_router_live_recall_low",
+    "Lower end of the 95% Wilson interval of the live router recall",
+    multiprocess_mode="liveall",
+)
+LIVE_RECALL_HIGH = Gauge(
+    "switchyard_router_live_recall_high",
+    "Upper end of the 95% Wilson interval of the live router recall",
+    multiprocess_mode="liveall",
+)
+LIVE_RECALL_SAMPLES = Gauge(
+    "switchyard_router_live_recall_samples",
+    "Shadow-measured tool calls behind the live router recall (last 1000 per process)",
+    multiprocess_mode="liveall",
+)
+BLENDS = Counter(
+    "switchyard_router_blend_decisions_total",
+    "Feedback models judged on held-back calls: blended in, or zero-shot kept",
+    ["decision"],
+)  # blended | zero_shot
+
+
+def export_live_recall(kept: int, measured: int) -> None:
+    """Set the live recall, its 95% Wilson interval and its sample count."""
+    LIVE_RECALL_SAMPLES.set(measured)
+    if not measured:
+        return
+    interval = binomtest(kept, measured).proportion_ci(0.95, method="wilson")
+    LIVE_RECALL.set(kept / measured)
+    LIVE_RECALL_LOW.set(float(interval.low))
+    LIVE_RECALL_HIGH.set(float(interval.high))

@@ -36,6 +36,7 @@ class Narrowing:
     kept: frozenset[str] = frozenset()
     names: tuple[str | None, ...] = field(default=(), repr=False)
     vector: Vectors | None = field(default=None, repr=False, compare=False)
+    words: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the intent's lexical words
 
     @property
     def header(self) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import random
 import time
 from collections import defaultdict, deque
@@ -21,9 +23,10 @@ import numpy as np
 
 from router import metrics
 from router.catalogue import Catalogue, CatalogueCache, Identity, build, fingerprint, identify
+from router.conformal import assess, load_cold
 from router.embedder import Embedder, Vectors
-from router.feedback import Example, FeedbackBook, TrainingJob, train
-from router.intent import called_tools, forced_tools, intent_text
+from router.feedback import CatalogueModel, Example, FeedbackBook, TrainingJob, split, train
+from router.intent import called_tools, forced_tools
 from router.lexical import words
 from router.narrow import KeepPolicy, decide
 from router.narrowing import Narrowing, Reason
@@ -43,23 +46,30 @@ _SHARED_SCOPE = "*"
 
 class ToolRouter:
     def __init__(
-        self, settings: RouterSettings, embedder: Embedder, redis: Redis | None = None, state_path: Path | None = None
+        self,
+        settings: RouterSettings,
+        embedder: Embedder,
+        redis: Redis | None = None,
+        state_path: Path | None = None,
+        redis_prefix: str = "switchyard:router:",
     ):
         self._settings = settings
         self._embedder = embedder
+        self._cold_margin = (settings.margin if settings.margin is not None
+                             else load_cold(settings.calibration).margin(settings.coverage))
         self._policy = KeepPolicy(
             min_keep=settings.min_keep,
             max_keep=settings.max_keep,
-            margin=settings.margin,
+            margin=self._cold_margin,
             widen_below=settings.widen_below,
             widen_keep=settings.widen_keep,
             fallback_below=settings.fallback_below,
             high_from=settings.high_from,
         )
-        self._vectors = ToolVectors(embedder, redis, key=f"{settings.redis_prefix}vec")
+        self._vectors = ToolVectors(embedder, redis, key=f"{redis_prefix}vec")
         self._catalogues = CatalogueCache(settings.catalogue_cache)
         self._state: State = (
-            RedisState(redis, settings.redis_prefix, settings.max_examples)
+            RedisState(redis, redis_prefix, settings.max_examples)
             if redis is not None
             else FileState(state_path, settings.max_examples)
         )
@@ -112,10 +122,6 @@ class ToolRouter:
 
     # -- request path ------------------------------------------------------------------------
 
-    def intent_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        """The text to embed for this conversation (shared with the semantic cache)."""
-        return intent_text(messages)
-
     def scope(self, tenant: str) -> str:
         return _SHARED_SCOPE if self._settings.share_feedback else tenant
 
@@ -130,7 +136,11 @@ class ToolRouter:
         messages: Sequence[Mapping[str, Any]],
         tool_choice: Any = None,
         query_vector: Vectors | None = None,
+        *,
+        intent: str,
     ) -> Narrowing:
+        """`intent`: the conversation's intent text as the gateway computed it (shared with the
+        cache); `query_vector` its embedding when the caller has it, else the router embeds it."""
         started = time.perf_counter()
         n = len(tools)
         if n:
@@ -154,7 +164,7 @@ class ToolRouter:
         catalogue = await self._catalogue(tools, embed_all=False)
         if catalogue is None:
             return self._fallback(tools, None, "warming", started)
-        text = intent_text(messages)
+        text = intent
         vector = query_vector
         if vector is None and text:
             vector = await self._embed_intent(text)
@@ -167,17 +177,23 @@ class ToolRouter:
 
         scope = self.scope(tenant)
         names = catalogue.identity.names
-        scores = catalogue.scores(vector, words(text), self._settings.description_weight, self._settings.lexical_weight)
+        query_words = tuple(words(text))
+        scores = catalogue.scores(vector, query_words, self._settings.description_weight, self._settings.lexical_weight)
         model = self._book.model(scope, catalogue.id) if self._settings.feedback else None
+        policy = self._policy
         if model is not None:
-            scores += self._settings.feedback_weight * model.boosts(vector, names, self._settings.feedback_similarity)
+            if model.blend:
+                scores += model.weight * model.boosts(vector, names, self._settings.feedback_similarity)
+            if model.margin is not None and self._settings.margin is None:
+                policy = dataclasses.replace(policy, margin=model.margin)
         if self._settings.feedback:
             self._book.saw(scope, catalogue.id, names)
         survivors = forced_tools(tool_choice) | called_tools(messages) | set(self._settings.pinned)
         must_keep = [i for i, name in enumerate(names) if name is None or name in survivors]
-        decision = decide(scores, must_keep, self._policy)
+        decision = decide(scores, must_keep, policy)
         if decision.fallback:
-            return self._fallback(tools, catalogue, "low_confidence", started, vector, decision.confidence)
+            return self._fallback(tools, catalogue, "low_confidence", started, vector, decision.confidence,
+                                  query_words)
 
         kept_names = frozenset(name for i in decision.keep if (name := names[i]) is not None)
         shadow = self._random.random() < self._settings.shadow_fraction
@@ -200,6 +216,7 @@ class ToolRouter:
             kept=kept_names,
             names=names,
             vector=vector,
+            words=query_words,
         )
 
     def observe(
@@ -216,13 +233,17 @@ class ToolRouter:
                 kept = name in narrowing.kept
                 self._shadow_window.append(kept)
                 metrics.SHADOW.labels("kept" if kept else "missed").inc()
-            metrics.LIVE_RECALL.set(sum(self._shadow_window) / len(self._shadow_window))
+            metrics.export_live_recall(sum(self._shadow_window), len(self._shadow_window))
         vector = query_vector if query_vector is not None else narrowing.vector
         if vector is None or not self._settings.feedback:
             return
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         scope = self.scope(tenant)
-        self._pending.extend((scope, Example(name=name, vector=vector, tenant=tenant)) for name in called)
+        full = narrowing.shadow or narrowing.fallback  # the model chose from the whole list
+        self._pending.extend(
+            (scope, Example(name=name, vector=vector, tenant=tenant, words=narrowing.words, full=full))
+            for name in called
+        )
         metrics.FEEDBACK_EXAMPLES.inc(len(called))
         self._wake.set()
 
@@ -241,6 +262,7 @@ class ToolRouter:
         started: float,
         vector: Vectors | None = None,
         confidence: float = 0.0,
+        query_words: tuple[str, ...] = (),
     ) -> Narrowing:
         metrics.REQUESTS.labels("fallback").inc()
         metrics.FALLBACKS.labels(reason).inc()
@@ -262,6 +284,7 @@ class ToolRouter:
             kept=frozenset(n for n in names if n is not None),
             names=names,
             vector=vector,
+            words=query_words,
         )
 
     async def _embed_intent(self, text: str) -> Vectors | None:
@@ -354,9 +377,38 @@ class ToolRouter:
         model = await asyncio.to_thread(train, job, self._settings.classifier_c)
         if model is None:
             return
+        catalogue = self._catalogues.by_id(job.catalogue)
+        if catalogue is not None:
+            model = await asyncio.to_thread(self._judged, model, job, catalogue)
         self._book.install(model)
         metrics.TRAININGS.inc()
         await self._state.save_model(model)
+
+
+    def _judged(self, model: CatalogueModel, job: TrainingJob, catalogue: Catalogue) -> CatalogueModel:
+        """The model with what its catalogue's held-back calls say: blend or not, and the margin
+        that holds coverage for the scores chosen (router/conformal.py)."""
+        s = self._settings
+        names = catalogue.identity.names
+        index = {name: i for i, name in enumerate(names) if name is not None}
+        held = [e for e in split(job)[1] if e.name in index]
+        if not held:
+            return model
+        zero_shot = np.stack([catalogue.scores(e.vector, e.words, s.description_weight, s.lexical_weight)
+                              for e in held])
+        boosts = np.stack([model.boosts(e.vector, names, s.feedback_similarity) for e in held])
+        called = [index[e.name] for e in held]
+        # A few strengths of the boost, up to `feedback_weight`; the one keeping fewest tools wins
+        # (choosing among three on the held-back calls costs their calibration a little slack).
+        verdicts = [(weight, assess(zero_shot, zero_shot + weight * boosts, called, s.coverage, s.calibration_min))
+                    for weight in (s.feedback_weight / 4, s.feedback_weight / 2, s.feedback_weight)]
+        if verdicts[0][1] is None:
+            return dataclasses.replace(model, held_back=len(held))
+        weight, verdict = min(verdicts, key=lambda v: (v[1].kept_blended if v[1] and v[1].blend else math.inf))
+        assert verdict is not None
+        metrics.BLENDS.labels("blended" if verdict.blend else "zero_shot").inc()
+        return dataclasses.replace(model, blend=verdict.blend, margin=verdict.margin, held_back=verdict.calls,
+                                   weight=weight)
 
 
 def _never() -> Catalogue:

@@ -1,7 +1,7 @@
 """The router's own settings; `gateway/settings.py` composes them under `router:`.
 
-Defaults were tuned on one half of the BFCL single-call queries (`bench/tool_router_eval.py --split tune`)
-and are reported on the other half.
+The scoring weights were tuned on one half of the BFCL single-call queries; how many tools to keep
+is not a setting but a calibration (router/conformal.py) for the configured `coverage`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,23 @@ class RouterSettings(BaseModel):
     description_weight: float = Field(0.5, ge=0)
     lexical_weight: float = Field(0.4, ge=0)
 
-    # Adaptive k (see router/narrow.py): keep every tool within `margin` of the best score, at least
-    # `min_keep`, at most `max_keep`. A best score under `widen_below` keeps `widen_keep`; under
-    # `fallback_below` the full list passes.
+    # Which tools to keep (see router/narrow.py): every tool within a margin of the best score, at
+    # least `min_keep`, at most `max_keep`. The margin is calibrated (router/conformal.py) so that the
+    # called tool is kept with probability >= `coverage`: per catalogue from its held-back observed
+    # calls once it has `calibration_min` of them, before that from labelled sets (`calibration`,
+    # None: the shipped file). `margin` set by hand overrides all of it. Optional heuristics: a best
+    # score under `widen_below` keeps `widen_keep`; under `fallback_below` the full list passes.
+    coverage: float = Field(0.98, gt=0, lt=1, description="probability that the called tool is kept")
+    # 200: the margin of n calls over-covers by up to 1/(n + 1); at 0.98 fewer would cost more tools
+    # than the labelled-set margin they replace
+    calibration_min: int = Field(200, ge=1, description="held-back calls a catalogue needs for its own margin")
+    calibration: str | None = Field(None, description="zero-shot calibration file; None: the shipped one")
     min_keep: int = Field(3, ge=1)
-    max_keep: int = Field(15, ge=1)
-    margin: float = Field(0.45, ge=0)
-    widen_below: float = Field(0.7, ge=0)
+    max_keep: int = Field(128, ge=1)
+    margin: float | None = Field(None, ge=0, description="a fixed margin instead of the calibrated one")
+    widen_below: float = Field(0.0, ge=0)
     widen_keep: int = Field(80, ge=1)
-    fallback_below: float = Field(0.3, ge=0)
+    fallback_below: float = Field(0.0, ge=0)
     high_from: float = Field(1.0, ge=0, description="best score from which the confidence band is `high`")
 
     # Feedback: observed tool calls are labelled examples for a classifier per catalogue.
@@ -60,7 +68,6 @@ class RouterSettings(BaseModel):
         description="unseen tools embedded on the request path; with "
         "more, the request passes whole and they are embedded in the background",
     )
-    redis_prefix: str = "switchyard:router:"
     catalogue_cache: int = Field(256, ge=1, description="tool catalogues kept ready in memory")
 
     @model_validator(mode="after")

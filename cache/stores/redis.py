@@ -26,9 +26,7 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from cache.entry import CacheEntry
 from cache.stores.base import Changes, PutResult, StoreUnavailable
@@ -117,17 +115,15 @@ return drop(ARGV[1], ARGV[2], true) and 1 or 0
 class RedisStore:
     kind = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "switchyard:cache", max_entries: int = 100_000,
-                 ttl_s: float = 86_400.0, timeout_s: float = 0.25):
-        self.url = url
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = "switchyard:cache", max_entries: int = 100_000,
+                 ttl_s: float = 86_400.0):
+        """`redis` is the deployment's shared client (bytes, not decoded), owned and closed by its
+        creator. It should fail fast (short timeouts, no retries): a failure must surface at once
+        so the cache can bypass."""
         self.prefix = prefix
         self.max_entries = max_entries
         self.ttl_s = ttl_s
-        # No retries inside the client: a failure must surface at once so the cache can bypass.
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=False,
-        )
+        self._redis = redis
         self._put = self._redis.register_script(_PUT)
         self._get_exact = self._redis.register_script(_GET_EXACT)
         self._delete = self._redis.register_script(_DELETE)
@@ -145,7 +141,7 @@ class RedisStore:
         await self.ping()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        pass  # the client belongs to whoever made it
 
     async def ping(self) -> None:
         async with self._io():

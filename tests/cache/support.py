@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from cache import CacheLookup, ResponseCache
+from gateway.intent import intent_text
+
 DIM = 64
 
 
@@ -32,6 +35,12 @@ class Embed:
     async def __call__(self, text: str) -> np.ndarray | None:
         self.calls.append(text)
         return bow_vector(text)
+
+
+async def look(cache: ResponseCache, tenant: str, request: dict[str, Any], embed: Any = None,
+               **options: bool) -> CacheLookup:
+    """`cache.lookup` with the intent text computed as the gateway computes it."""
+    return await cache.lookup(tenant, request, embed, intent=intent_text(request.get("messages")), **options)
 
 
 def chat(text: str, *, model: str = "m1", system: str | None = "You are helpful.", **params: Any) -> dict[str, Any]:

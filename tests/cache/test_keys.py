@@ -2,7 +2,7 @@ from typing import Any
 
 import pytest
 
-from cache.keys import canonical_messages, intent_text, request_keys
+from cache.keys import canonical_messages, request_keys
 from tests.cache.support import chat
 
 BASE = chat("What is the refund policy?")
@@ -67,7 +67,6 @@ def test_only_the_latest_turn_differs_between_exact_and_scope() -> None:
     b = request_keys("t1", chat("how can I reset my password"))
     assert a.exact != b.exact
     assert a.scope == b.scope
-    assert b.text == "how can I reset my password"
 
 
 def test_missing_temperature_is_the_backend_default() -> None:
@@ -87,24 +86,7 @@ def test_tool_call_ids_are_renumbered() -> None:
 
     assert canonical_messages(convo("call_abc")) == canonical_messages(convo("call_xyz"))
     keys = request_keys("t1", {"model": "m", "messages": convo("call_abc")})
-    assert keys.scope is None and keys.text is None  # a tool result is last: exact layer only
-
-
-@pytest.mark.parametrize(
-    ("messages", "expected"),
-    [
-        ([{"role": "user", "content": "hello"}], "hello"),
-        ([{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},
-          {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}], "a\nb"),
-        ([{"role": "user", "content": "find it"}, {"role": "assistant", "content": None, "tool_calls": []},
-          {"role": "tool", "tool_call_id": "1", "content": "r"}], "find it"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], None),
-        ([{"role": "system", "content": "s"}], None),
-        ([{"role": "user", "content": "   "}], None),
-    ],
-)
-def test_intent_text(messages: list[dict[str, Any]], expected: str | None) -> None:
-    assert intent_text({"model": "m", "messages": messages}) == expected
+    assert keys.scope is None  # a tool result is last: exact layer only
 
 
 def test_images_keep_the_exact_layer_only() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cache import CacheSettings, MemoryStore, ResponseCache, SentenceEmbedder
-from tests.cache.support import chat, completion
+from tests.cache.support import chat, completion, look
 
 pytestmark = pytest.mark.model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,12 +44,14 @@ async def test_paraphrase_hits_and_traps_miss_with_the_real_model(cache: Respons
     async def embed(text: str) -> np.ndarray | None:
         return await embedder.embed_one(text, timeout=2.0)
 
-    miss = await cache.lookup("t1", chat("How do I cancel my subscription?"), embed)
+    miss = await look(cache, "t1", chat("How do I cancel my subscription?"), embed)
     assert await cache.store(miss, completion("Settings > Billing > Cancel."))
     for text in ("how can i cancel my subscription", "Hi! How do I cancel my subscripion? Thanks"):
-        hit = await cache.lookup("t1", chat(text), embed)
+        hit = await look(cache, "t1", chat(text), embed)
         assert hit.status == "semantic", (text, hit.reason, hit.similarity)
-    for text, reason in (("Don't cancel my subscription", "guard:negation"),
-                         ("How do I cancel my gym subscription?", "guard:content")):
-        trap = await cache.lookup("t1", chat(text), embed)
-        assert (trap.status, trap.reason) == ("miss", reason), (text, trap.similarity)
+    # A negation is caught by its guard however similar the texts are; a changed object ("gym")
+    # may fall below the calibrated threshold before the content guard needs to act.
+    trap = await look(cache, "t1", chat("Don't cancel my subscription"), embed)
+    assert (trap.status, trap.reason) == ("miss", "guard:negation"), trap.similarity
+    trap = await look(cache, "t1", chat("How do I cancel my gym subscription?"), embed)
+    assert trap.status == "miss" and trap.reason in ("guard:content", "below_threshold"), trap

@@ -2,54 +2,7 @@ from typing import Any
 
 import pytest
 
-from router.intent import called_tools, forced_tools, intent_text
-
-
-@pytest.mark.parametrize(
-    ("messages", "text"),
-    [
-        ([{"role": "user", "content": "hello"}], "hello"),
-        (
-            [
-                {"role": "system", "content": "be terse"},
-                {"role": "user", "content": "first"},
-                {"role": "assistant", "content": "ok"},
-                {"role": "user", "content": " second "},
-            ],
-            "second",
-        ),
-        (
-            [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": "look at"},
-                        {"type": "image_url", "image_url": {"url": "x"}},
-                        {"type": "text", "text": "this"},
-                    ],
-                }
-            ],
-            "look at this",
-        ),
-        # A trailing tool result: the intent is still the last thing the user asked.
-        (
-            [
-                {"role": "user", "content": "weather in Oslo"},
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [{"id": "1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
-                },
-                {"role": "tool", "tool_call_id": "1", "content": "rain"},
-            ],
-            "weather in Oslo",
-        ),
-        ([{"role": "user", "content": "  "}, {"role": "system", "content": "x"}], ""),
-        ([], ""),
-    ],
-)
-def test_intent_text(messages: list[dict[str, Any]], text: str) -> None:
-    assert intent_text(messages) == text
+from router.intent import called_tools, forced_tools
 
 
 def test_called_tools_reads_tool_calls_and_legacy_shapes() -> None:

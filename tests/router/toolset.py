@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.intent import intent_text
+from router import Narrowing, ToolRouter
+
 _SPECS = [
     ("get_weather_forecast", "Get the weather forecast for a city for the coming days.", ["city", "days"]),
     ("get_stock_price", "Look up the latest trading price of a stock by its ticker symbol.", ["ticker"]),
@@ -65,3 +68,9 @@ def names(tool_list: list[dict[str, Any]]) -> list[str]:
 
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
+
+
+async def narrow(router: ToolRouter, tenant: str, tool_list: list[dict[str, Any]], messages: list[dict[str, Any]],
+                 tool_choice: Any = None, query_vector: Any = None) -> Narrowing:
+    """`router.narrow` with the intent text computed as the gateway computes it."""
+    return await router.narrow(tenant, tool_list, messages, tool_choice, query_vector, intent=intent_text(messages))
