@@ -13,33 +13,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from gateway import metrics
+from gateway.admin.api import attach_admin
 from gateway.drain import DrainState
 from gateway.edge import Edge
-from gateway.errors import BadRequest, SwitchyardError
-from gateway.openai.chat.route import attach_router as attach_chat
-from gateway.openai.completions.route import attach_router as attach_completions
-from gateway.openai.embeddings.route import attach_router as attach_embeddings
+from gateway.errors import BadRequest, SwitchyardError, render_error
 from gateway.openai.models.route import attach_router as attach_models
-from gateway.openai.routing import services
+from gateway.openai.responses.route import attach_router as attach_responses
+from gateway.reload import ConfigReloader
+from gateway.routes import describe, route_for, services
 from gateway.services import build_services
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsSource
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 
-def _error_response(exc: SwitchyardError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers)
+def _error_response(exc: SwitchyardError) -> Response:
+    status, headers, body = render_error(exc)
+    return Response(body, status_code=status, headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
 
 
 def _endpoint_of(request: Request) -> str:
-    path = request.url.path
-    return (
-        path[4:]
-        if path.startswith("/v1/") and path[4:] in ("chat/completions", "completions", "embeddings")
-        else "other"
-    )
+    route = route_for(request.method, request.url.path)
+    return route.endpoint if route is not None else "other"
 
 
 async def _on_gateway_error(request: Request, exc: Exception) -> Response:
@@ -68,18 +65,25 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(err)
 
 
-def create_app(settings: Settings, *, drain: DrainState | None = None) -> Edge:
+def create_app(settings: Settings, *, drain: DrainState | None = None, source: SettingsSource | None = None) -> Edge:
     """The ASGI app to serve: the edge (request ids, drain, body limit, the hot endpoints) in front
-    of FastAPI (everything else)."""
+    of FastAPI (everything else). With `source`, SIGHUP or a change to its file reloads the
+    configuration (gateway/reload.py)."""
     drain_state = drain or DrainState()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings, drain_state)
         app.state.services = edge.services = services
+        reloader = None
+        if source is not None:
+            reloader = app.state.reloader = ConfigReloader(services, source)
+            reloader.start(watch=settings.server.watch_config)
         try:
             yield
         finally:
+            if reloader is not None:
+                await reloader.aclose()
             await services.aclose()
 
     app = FastAPI(
@@ -90,10 +94,10 @@ def create_app(settings: Settings, *, drain: DrainState | None = None) -> Edge:
         docs_url=None,
         redoc_url=None,
     )
-    attach_chat(app)
-    attach_completions(app)
-    attach_embeddings(app)
     attach_models(app)
+    attach_admin(app)
+    attach_responses(app)
+    describe(app)
     _attach_operational_routes(app)
 
     app.add_exception_handler(SwitchyardError, _on_gateway_error)
@@ -115,5 +119,6 @@ def _attach_operational_routes(app: FastAPI) -> None:
         return JSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)

@@ -1,14 +1,16 @@
-"""`switchyard` command line: serve, sim, check-config, bench."""
+"""`switchyard` command line: serve, sim, check-config, hash-key, keys, budgets, bench."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.settings import ConfigError, Settings, load_settings
+if TYPE_CHECKING:
+    from gateway.settings import Settings, SettingsSource
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
@@ -31,7 +33,9 @@ def _upstream_backends(urls: list[str]) -> list[dict[str, Any]]:
     return backends
 
 
-def _settings_for_serve(args: argparse.Namespace) -> Settings:
+def _settings_for_serve(args: argparse.Namespace) -> tuple[Settings, SettingsSource]:
+    from gateway.settings import SettingsSource
+
     overrides: dict[str, Any] = {"server": {}}
     for key in ("host", "port", "workers"):
         if getattr(args, key) is not None:
@@ -50,23 +54,29 @@ def _settings_for_serve(args: argparse.Namespace) -> Settings:
             overrides["auth"] = {"mode": "none"}  # a quick start in front of a local server
     elif path is None:
         path = DEFAULT_CONFIG
-    return load_settings(path, overrides=overrides)
+    source = SettingsSource(path, overrides)
+    return source.load(), source
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Imported here: the settings pull in every package's, which the admin commands do not need.
+    from gateway.settings import ConfigError
+
     try:
-        settings = _settings_for_serve(args)
+        settings, source = _settings_for_serve(args)
     except ConfigError as exc:
         print(f"switchyard: bad configuration: {exc}", file=sys.stderr)
         return 2
     from gateway.server import run
 
-    return run(settings)
+    return run(settings, source)
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from gateway.settings import ConfigError, SettingsSource
+
     try:
-        settings = load_settings(args.path)
+        settings = SettingsSource(args.path).load()
     except ConfigError as exc:
         print(f"{args.path}: {exc}", file=sys.stderr)
         return 1
@@ -89,14 +99,12 @@ def _hash_key(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `sim` and `bench` own their flags; hand them the rest of the command line untouched.
+    # The sim (sim/) and the load generator (bench/) are packages of their own; the gateway never
+    # imports them, the command line only hands over to them.
     if argv[:1] == ["sim"]:
-        from gateway.sim.cli import main as sim_main
-
-        return sim_main(argv[1:])
+        sim_cli: Any = importlib.import_module("sim.cli")
+        return int(sim_cli.main(argv[1:]))
     if argv[:1] == ["bench"]:
-        # The load generator lives in bench/ (it may import anything); the gateway never imports it.
-        import importlib
-
         bench_cli: Any = importlib.import_module("bench.cli")
         return int(bench_cli.main(argv[1:]))
 
@@ -122,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     hasher = sub.add_parser("hash-key", help="print the SHA-256 digest to put in auth.keys[].sha256")
     hasher.add_argument("key", nargs="?", help="the API key (read from stdin when omitted)")
     hasher.set_defaults(func=_hash_key)
+    from gateway.admin.cli import add_commands as add_admin_commands
+
+    add_admin_commands(sub)
     sub.add_parser("sim", help="run a simulated OpenAI-compatible backend (switchyard sim --help)")
     sub.add_parser("bench", help="LLM-aware load generator (switchyard bench --help)")
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ from typing import Any
 from gateway.errors import SwitchyardError
 from gateway.types import JSON, Endpoint
 
-__all__ = ["Completion", "StreamAssembler", "called_tools", "usage_of"]
+__all__ = ["Completion", "StreamAssembler", "cached_tokens_of", "called_tools", "usage_of"]
 
 
 @dataclass(slots=True)
@@ -26,6 +26,7 @@ class Completion:
     response: JSON | None = None  # the non-streamed shape (as received, or assembled from chunks)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens the upstream served from its prompt cache
     finish_reason: str | None = None
     ttft: float | None = None  # seconds from upstream send to first content
     duration: float | None = None  # seconds from upstream send to the end
@@ -40,6 +41,13 @@ class Completion:
 def usage_of(response: JSON) -> tuple[int | None, int | None]:
     usage = response.get("usage") or {}
     return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
+def cached_tokens_of(response: JSON) -> int | None:
+    """Cached prompt tokens as OpenAI reports them (`usage.prompt_tokens_details.cached_tokens`)."""
+    details = (response.get("usage") or {}).get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and cached >= 0 else None
 
 
 def called_tools(response: JSON) -> list[str]:

@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.dialect import CHAT, Dialect
+from gateway.intent import intent_text
+from gateway.telemetry.spans import CURRENT_TRACE, RequestTrace
 from gateway.types import JSON, Endpoint, Priority
 
 if TYPE_CHECKING:
@@ -15,18 +18,39 @@ if TYPE_CHECKING:
 
     from gateway.completion import Completion
 
-__all__ = ["RequestContext", "Tenant"]
+__all__ = ["Budget", "RequestContext", "Tenant"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """One spend cap that applies to a request: its key's, its team's or its tenant's."""
+
+    level: str  # "key", "team" or "tenant"
+    scope: str  # the counter's name, e.g. "team:acme:search"
+    amount_usd: float
+    period: str  # "daily" or "monthly"
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
+    """Who a request runs for: the tenant, and what the key it presented may do."""
+
     name: str
     priority: Priority = "interactive"
     rpm: int | None = None
     tpm: int | None = None
     models: frozenset[str] | None = None  # None: every model
+    team: str | None = None
+    key_id: str | None = None  # the key's public id (admin API), or "cfg-…" for a key in the file
+    budgets: tuple[Budget, ...] = ()
+    expires_at: float | None = None  # unix time
+    limit_scope: str = ""  # whose rpm/tpm bucket: the tenant's, or the key's own for a managed key
+
+    @property
+    def bucket(self) -> str:
+        return self.limit_scope or self.name
 
 
 OnComplete = Callable[["Completion"], Awaitable[None] | None]
@@ -45,10 +69,13 @@ class RequestContext:
     tenant: Tenant = Tenant("anonymous")
     priority: Priority = "interactive"
     model: str = ""
+    dialect: Dialect = CHAT  # the API the client called (gateway/dialect.py)
     stream: bool = False
     include_usage: bool = False
     upstream_body: JSON | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    # Client headers the upstream must see on native pass-through (e.g. an API version).
+    upstream_headers: dict[str, str] = field(default_factory=dict)
     reserved_tokens: int = 0
     capture: bool = False  # a stage needs the whole response (cache store, router feedback)
     # Run before the response's last byte, so a client's next request sees their effect (token
@@ -58,6 +85,29 @@ class RequestContext:
     # One embedding per distinct text per request, shared by the cache and the tool router;
     # None when no embedder runs. Returns None (a miss) when embedding is slow or fails.
     embed: Callable[[str], Awaitable[np.ndarray | None]] | None = None
+    # The request's trace (spans, request-log line); None when telemetry is off: then nothing is recorded.
+    trace: RequestTrace | None = field(default_factory=CURRENT_TRACE.get)
+    _intent: str | None = field(default=None, repr=False)
+    _canonical: JSON | None = field(default=None, repr=False)
+    _canonical_done: bool = field(default=False, repr=False)
+
+    @property
+    def canonical(self) -> JSON | None:
+        """The request (as it goes upstream, history included) in chat completions form, computed
+        once for the stages that read requests; None when the API's request has no such form."""
+        if not self._canonical_done:
+            body = self.upstream_body if self.upstream_body is not None else self.body
+            self._canonical = self.dialect.canonical(body)
+            self._canonical_done = True
+        return self._canonical
+
+    @property
+    def intent(self) -> str:
+        """The request's intent text (`gateway.intent`), computed once and shared by the cache and
+        the tool router, so the memoised `embed` sees one text."""
+        if self._intent is None:
+            self._intent = intent_text((self.canonical or {}).get("messages"))
+        return self._intent
 
     async def settle(self, completion: Completion) -> None:
         """Run the settlers once (later calls do nothing)."""

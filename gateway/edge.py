@@ -5,8 +5,8 @@ with 503 + Retry-After while the gateway drains, and has its body capped. Then t
 endpoints, which carry the traffic, are served here directly; everything else (models, health,
 readiness, metrics, the OpenAPI description) goes to FastAPI. FastAPI's router, dependency
 resolution and middleware stack cost about as much per request as the whole pipeline, so the
-hot path skips them; the FastAPI routes for the same paths exist for the OpenAPI description and
-call the same serving objects.
+hot path skips them; both the edge and the OpenAPI description read the one route table
+(gateway/routes.py).
 """
 
 from __future__ import annotations
@@ -16,22 +16,25 @@ import contextlib
 import logging
 import os
 import re
+from typing import TYPE_CHECKING
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.drain import DrainState
-from gateway.errors import Overloaded, PayloadTooLarge, SwitchyardError, error_event
+from gateway.errors import MethodNotAllowed, Overloaded, PayloadTooLarge, SwitchyardError, error_event, send_error
+from gateway.routes import ApiRoute, allowed_methods, route_for
+from gateway.telemetry.spans import CURRENT_TRACE, RequestTrace
+
+if TYPE_CHECKING:
+    from gateway.services import Services
 
 __all__ = ["Edge", "read_body"]
 
 log = logging.getLogger(__name__)
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-_HOT = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
-_JSON = [(b"content-type", b"application/json")]
 
 
 def _request_id(scope: Scope) -> bytes:
@@ -68,12 +71,13 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 class _Progress:
-    """How far a response got: its headers once sent, and whether its last byte went out."""
+    """How far a response got: its status and headers once sent, and whether its last byte went out."""
 
-    __slots__ = ("done", "headers")
+    __slots__ = ("done", "headers", "status")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] | None = None
+        self.status = 0
         self.done = False
 
 
@@ -85,17 +89,18 @@ async def _cut_short(send: Send, progress: _Progress) -> None:
         return
     with contextlib.suppress(Exception):  # the client may be gone as well
         if progress.headers is None:
-            await _send_error(send, exc)
+            await send_error(send, exc)
         elif any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in progress.headers):
             await send({"type": "http.response.body", "body": error_event(exc), "more_body": False})
         else:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _send_error(send: Send, exc: SwitchyardError) -> None:
-    headers = _JSON + [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": orjson.dumps(exc.to_dict())})
+async def _send_api_error(send: Send, route: ApiRoute, exc: SwitchyardError) -> None:
+    """An error response in the shape of the API the route serves."""
+    status, headers, body = route.serving.dialect.render_error(exc)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Edge:
@@ -103,7 +108,7 @@ class Edge:
         self.app = app  # FastAPI: the rest of the surface, and the lifespan that builds the services
         self.drain = drain
         self.max_body_bytes = max_body_bytes
-        self.services: object = None  # set by the lifespan once the services exist
+        self.services: Services | None = None  # set by the lifespan once the services exist
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,30 +116,40 @@ class Edge:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id.decode()
-        id_header = (b"x-request-id", request_id)
+        added = [(b"x-request-id", request_id)]
         progress = _Progress()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *added]
                 progress.headers = message["headers"]
+                progress.status = message["status"]
             elif not message.get("more_body", False):
                 progress.done = True
             await send(message)
 
         path = scope["path"]
         if self.drain.draining and path.startswith("/v1/"):
-            await _send_error(
+            await send_error(
                 send_with_id, Overloaded("The gateway is shutting down; retry on another replica.", retry_after=5.0)
             )
             return
-        endpoint = _HOT.get(path) if scope["method"] == "POST" else None
+        route = route_for(scope["method"], path)
+        if route is None and (allowed := allowed_methods(path)):
+            await send_error(send_with_id, MethodNotAllowed(scope["method"], path, allowed))
+            return
+        telemetry = self.services.telemetry if self.services is not None else None
+        trace = telemetry.start(scope["headers"]) if telemetry is not None and route is not None else None
+        token = None
+        if trace is not None:
+            token = CURRENT_TRACE.set(trace)  # the pipeline's context picks it up
+            added.append((b"traceresponse", trace.traceresponse()))
         self.drain.enter()
         try:
-            if endpoint is None:
+            if route is None:
                 await self.app(scope, self._limited(scope, receive), send_with_id)
             else:
-                await self._serve(endpoint, scope, receive, send_with_id)
+                await self._serve(route, scope, receive, send_with_id, trace)
         except asyncio.CancelledError:
             if not self.drain.aborting:
                 raise
@@ -142,19 +157,32 @@ class Edge:
             await _cut_short(send_with_id, progress)
         finally:
             self.drain.leave()
+            if token is not None and trace is not None and telemetry is not None and route is not None:
+                CURRENT_TRACE.reset(token)
+                status = progress.status or 499  # no response started: the client went away first
+                telemetry.submit(trace, request_id.decode(), route.endpoint, scope["method"], path, status)
 
-    async def _serve(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self, route: ApiRoute, scope: Scope, receive: Receive, send: Send, trace: RequestTrace | None
+    ) -> None:
         try:
+            if self.services is None:
+                raise Overloaded("The gateway is still starting; retry shortly.", retry_after=1.0)
             body = await read_body(scope, receive, self.max_body_bytes)
-            serving = getattr(self.services, endpoint)
+            serving = self.services.servings[route.endpoint]
             response = await serving.handle(body, scope["state"]["request_id"], Headers(scope=scope))
         except SwitchyardError as exc:
-            metrics.labelled(metrics.REQUESTS, scope["path"][4:], "unknown", "none", str(exc.status)).inc()
-            await _send_error(send, exc)
+            metrics.labelled(metrics.REQUESTS, route.endpoint, "unknown", "none", str(exc.status)).inc()
+            if trace is not None:
+                trace.error = exc
+            await _send_api_error(send, route, exc)
             return
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
-            await _send_error(send, SwitchyardError("The gateway hit an internal error; it has been logged."))
+            internal = SwitchyardError("The gateway hit an internal error; it has been logged.")
+            if trace is not None:
+                trace.error = internal
+            await _send_api_error(send, route, internal)
             return
         await response(scope, receive, send)
 

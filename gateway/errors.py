@@ -3,7 +3,8 @@
     SwitchyardError                       status  type
     ├── BadRequest                          400   invalid_request_error
     │   ├── UnknownModel                    404   invalid_request_error (code model_not_found)
-    │   ├── NotFound                        404   invalid_request_error
+    │   ├── NotFound                        404   invalid_request_error (code not_found)
+    │   ├── MethodNotAllowed                405   invalid_request_error (Allow)
     │   └── PayloadTooLarge                 413   invalid_request_error
     ├── AuthenticationFailed                401   authentication_error
     ├── PermissionDenied                    403   permission_error
@@ -16,20 +17,24 @@
         ├── UpstreamStatus                  the upstream's 4xx/429, else 502
         └── NoBackendAvailable              503   overloaded_error     (Retry-After)
 
-Code raises these; `error_body` and the app's one handler turn them into responses. After the
-first byte of a stream has gone out, the relay sends `error_event` instead.
+Code raises these; `render_error` is the one place that turns them into an HTTP response (the
+edge, the relay's writer and FastAPI's handlers all use it). After the first byte of a stream
+has gone out, the writer sends `error_event` instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from starlette.types import Send
 
 __all__ = [
     "AdmissionError",
     "AuthenticationFailed",
     "BadRequest",
+    "MethodNotAllowed",
     "NoBackendAvailable",
     "NotFound",
     "Overloaded",
@@ -42,8 +47,9 @@ __all__ = [
     "UpstreamError",
     "UpstreamStatus",
     "UpstreamTimeout",
-    "error_body",
     "error_event",
+    "render_error",
+    "send_error",
 ]
 
 
@@ -87,8 +93,18 @@ class UnknownModel(BadRequest):
 
 
 class NotFound(BadRequest):
+    """A stored object (a response, an admin key) that does not exist, or belongs to another tenant."""
+
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(BadRequest):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: list[str]):
+        super().__init__(f"Method {method} is not allowed on {path}.", headers={"allow": ", ".join(allowed)})
 
 
 class PayloadTooLarge(BadRequest):
@@ -175,8 +191,20 @@ class NoBackendAvailable(UpstreamError):
         self.retry_after = retry_after
 
 
-def error_body(status: int, message: str, type_: str, *, param: str | None = None, code: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+def render_error(
+    exc: SwitchyardError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of the HTTP response that reports `exc`."""
+    headers = [(b"content-type", b"application/json"), *extra_headers]
+    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    return exc.status, headers, orjson.dumps(exc.to_dict())
+
+
+async def send_error(send: Send, exc: SwitchyardError, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Write `exc` as a whole ASGI response."""
+    status, headers, body = render_error(exc, extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_event(exc: SwitchyardError) -> bytes:

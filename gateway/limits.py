@@ -148,9 +148,7 @@ class RedisRateLimiter:
             log.warning("rate limiter unavailable, letting the request through: %s", type(exc).__name__)
             metrics.STORE_ERRORS.labels("ratelimit").inc()
             return LimitDecision(True, 0.0, None, None)
-        return LimitDecision(
-            bool(int(ok)), float(wait), float(r) if rpm else None, float(t) if tpm else None
-        )
+        return LimitDecision(bool(int(ok)), float(wait), float(r) if rpm else None, float(t) if tpm else None)
 
     async def settle(self, tenant: str, tpm: int | None, delta_tokens: int) -> None:
         if not tpm or not delta_tokens:

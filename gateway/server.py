@@ -22,11 +22,13 @@ import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.drain import DrainState
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsSource
 
 __all__ = ["GatewayServer", "run"]
 
@@ -34,6 +36,61 @@ log = logging.getLogger(__name__)
 
 _RESPAWN_DELAY_SECONDS = 1.0
 _ABORT_GRACE_SECONDS = 1.0  # for requests cut short at the drain deadline to send their error
+
+
+class _HeldTransport:
+    """Stands in for a connection's transport while a response's head waits for its first body."""
+
+    __slots__ = ("_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport):
+        self._transport = transport
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._held.append(data)
+
+    def release(self) -> asyncio.Transport:
+        if self._held:
+            self._transport.write(b"".join(self._held))
+            self._held.clear()
+        return self._transport
+
+    def close(self) -> None:  # a response on a `connection: close` request ends by closing
+        self.release().close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, but a response's status line and headers go out in one write with
+    its first body piece. uvicorn writes them apart: two segments, so a client woken by the headers
+    parses them and must wake again for the first chunk, and a streamed answer's first token (which
+    the relay sends together with the headers, once the upstream commits) arrives later than it need."""
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        send = cycle.send
+
+        async def send_head_with_first_body(message: Any) -> None:
+            if message["type"] == "http.response.start" and not cycle.response_started:
+                transport = cycle.transport
+                cycle.transport = _HeldTransport(transport)  # type: ignore[assignment]
+                try:
+                    await send(message)
+                except BaseException:
+                    cycle.transport = transport
+                    raise
+                return
+            try:
+                await send(message)
+            finally:
+                held = cycle.transport
+                if isinstance(held, _HeldTransport):
+                    cycle.transport = held.release()
+
+        cycle.send = send_head_with_first_body  # type: ignore[method-assign]
+        super()._start_asgi_task(cycle, app)
 
 
 class GatewayServer(uvicorn.Server):
@@ -72,15 +129,18 @@ class GatewayServer(uvicorn.Server):
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is too much
 
 
-def _serve_one(settings: Settings, sock: socket.socket | None) -> None:
+def _serve_one(settings: Settings, sock: socket.socket | None, source: SettingsSource | None = None) -> None:
+    from batching.allocator import unmap_large_blocks
     from gateway.app import create_app
 
+    # Before anything loads: the embedder's tensors stay out of the heap, whose free-but-kept
+    # memory would otherwise grow for hours (batching/allocator.py explains).
+    unmap_large_blocks()
     _configure_logging(settings.server.log_level)
     drain = DrainState()
-    app = create_app(settings, drain=drain)
+    app = create_app(settings, drain=drain, source=source)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -90,16 +150,17 @@ def _serve_one(settings: Settings, sock: socket.socket | None) -> None:
         lifespan="on",
         timeout_graceful_shutdown=1,
         timeout_keep_alive=30,
+        http=CoalescingHttpToolsProtocol,
     )
     server = GatewayServer(config, drain, settings.server.drain_seconds)
     server.run(sockets=[sock] if sock is not None else None)
 
 
-def run(settings: Settings) -> int:
-    """Serve until signalled. Returns the process exit status."""
+def run(settings: Settings, source: SettingsSource | None = None) -> int:
+    """Serve until signalled (SIGHUP reloads `source`). Returns the process exit status."""
     workers = settings.server.workers
     if workers == 1:
-        _serve_one(settings, None)
+        _serve_one(settings, None, source)
         return 0
     if any(b.type == "local" for b in settings.backends):
         raise SystemExit("server.workers > 1 cannot be combined with a local backend (one engine per host)")
@@ -108,24 +169,25 @@ def run(settings: Settings) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.server.host, settings.server.port))
     sock.set_inheritable(True)
-    return _supervise(settings, sock, workers)
+    return _supervise(settings, sock, workers, source)
 
 
-def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+def _supervise(settings: Settings, sock: socket.socket, workers: int, source: SettingsSource | None) -> int:
     """Keep `workers` gateway processes serving `sock`: a worker that dies is replaced; the first
-    SIGTERM or SIGINT is passed on to all of them (each drains), and the parent waits."""
+    SIGTERM or SIGINT is passed on to all of them (each drains), and the parent waits. SIGHUP is
+    passed on too: each worker reloads its configuration."""
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, BaseProcess] = {}
     stopping = False
 
     def spawn(index: int) -> None:
-        proc = ctx.Process(target=_serve_one, args=(settings, sock), name=f"gateway-{index}")
+        proc = ctx.Process(target=_serve_one, args=(settings, sock, source), name=f"gateway-{index}")
         proc.start()
         procs[index] = proc
 
     def forward(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
-        stopping = True
+        stopping = stopping or sig != signal.SIGHUP
         for proc in procs.values():
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, sig)
@@ -134,6 +196,7 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
         spawn(i)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     failed = False
     while procs:
         multiprocessing.connection.wait([p.sentinel for p in procs.values()])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway import metrics
 from gateway.backends.circuit import CircuitBreaker, CircuitState
 from gateway.backends.ttft import TTFTModel
 from gateway.settings import BackendSettings
 from gateway.upstreams.base import UpstreamTransport
+
+if TYPE_CHECKING:
+    from gateway.backends.engine_metrics import EngineStats
 
 __all__ = ["Backend", "Lease"]
 
@@ -23,6 +27,8 @@ class Backend:
     outstanding: int = 0
     healthy: bool = True
     checked: bool = False  # an active health check or discovery has run at least once
+    engine: EngineStats | None = None  # the engine's own figures (vllm, sglang), latest scrape
+    draining: bool = False  # a discovered replica that left: no new requests, in-flight ones finish
 
     @property
     def name(self) -> str:
@@ -36,7 +42,7 @@ class Backend:
         return self.outstanding < self.settings.max_concurrency
 
     def usable(self) -> bool:
-        return self.healthy and self.has_capacity() and self.circuit.available()
+        return self.healthy and not self.draining and self.has_capacity() and self.circuit.available()
 
     def upstream_model(self, public: str) -> str:
         return self.settings.upstream_model(public)

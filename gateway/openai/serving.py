@@ -1,6 +1,8 @@
-"""Serving logic shared by the OpenAI endpoints: parse, describe the request, run the pipeline.
+"""Serving logic shared by the API endpoints: parse, describe the request, run the pipeline.
 
-Each endpoint's `serving.py` names its schema and how to read it; none of them routes or renders.
+Each endpoint's `serving.py` names its schema, its API's `Dialect` (gateway/dialect.py: how the
+pipeline reads, writes and translates that API) and how to read a request; none of them routes
+or renders.
 """
 
 from __future__ import annotations
@@ -8,16 +10,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gateway.context import RequestContext
+from gateway.dialect import CHAT, Dialect
 from gateway.openai.base import OpenAIBaseModel, parse_body
 from gateway.pipeline import Pipeline
-from gateway.types import Endpoint
 
 __all__ = ["Serving"]
 
 
 class Serving:
-    endpoint: ClassVar[Endpoint]
     request_model: ClassVar[type[OpenAIBaseModel]]
+    dialect: ClassVar[Dialect] = CHAT
 
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
@@ -25,7 +27,9 @@ class Serving:
     async def handle(self, raw: bytes, request_id: str, headers: Any) -> Any:
         """Returns an ASGI response; raises `SwitchyardError` for anything refused before relaying."""
         body, parsed = parse_body(raw, self.request_model)
-        ctx = RequestContext(request_id=request_id, endpoint=self.endpoint, body=body, headers=headers)
+        ctx = RequestContext(
+            request_id=request_id, endpoint=self.dialect.endpoint, body=body, headers=headers, dialect=self.dialect
+        )
         ctx.model = str(getattr(parsed, "model", ""))
         self.describe(ctx, parsed)
         return await self.pipeline.run(ctx)

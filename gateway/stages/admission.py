@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -15,7 +15,10 @@ from gateway.limits import RateLimiter
 from gateway.relay import Relay
 from gateway.settings import LimitSettings
 
-__all__ = ["Admit", "estimate_tokens"]
+if TYPE_CHECKING:
+    from gateway.stages.budget import SpendGuard
+
+__all__ = ["Admit", "estimate_tokens", "estimate_usage"]
 
 _PER_MESSAGE = 4  # role and separators a chat template adds around each message
 
@@ -29,7 +32,13 @@ def _text_size(value: Any, per_token: int) -> int:
 
 
 def estimate_tokens(body: dict[str, Any], default_output: int, *, upper_bound: bool = True) -> int:
-    """Tokens a request may use: its prompt plus the output it may produce.
+    """Tokens a request may use: its prompt plus the output it may produce (`estimate_usage`)."""
+    prompt, output = estimate_usage(body, default_output, upper_bound=upper_bound)
+    return prompt + output
+
+
+def estimate_usage(body: dict[str, Any], default_output: int, *, upper_bound: bool = True) -> tuple[int, int]:
+    """(prompt tokens, output tokens) a request may use.
 
     With `upper_bound` the prompt counts one token per UTF-8 byte (tool definitions included),
     which no byte-level tokenizer exceeds; the reservation is settled against real usage when
@@ -41,6 +50,7 @@ def estimate_tokens(body: dict[str, Any], default_output: int, *, upper_bound: b
         messages = body.get("messages") or ()
         prompt = sum(_text_size(m.get("content"), per_token) for m in messages if isinstance(m, dict))
         prompt += _PER_MESSAGE * len(messages)
+        prompt += _text_size(body.get("system"), per_token)  # Messages' system prompt, a string or blocks
         if body.get("tools"):
             prompt += len(orjson.dumps(body["tools"])) // per_token
     else:
@@ -50,15 +60,35 @@ def estimate_tokens(body: dict[str, Any], default_output: int, *, upper_bound: b
         output = 0
     elif not isinstance(output, int):
         output = default_output
-    return int(prompt + output)
+    return int(prompt), int(output)
+
+
+def _estimated(ctx: RequestContext) -> dict[str, Any]:
+    """The body whose tokens are estimated: the canonical (chat) form, history included; a request
+    without one counts as its whole body of prompt."""
+    if ctx.endpoint in ("completions", "embeddings"):
+        return ctx.body
+    canonical = ctx.canonical
+    if canonical is not None:
+        return canonical
+    body = ctx.upstream_body if ctx.upstream_body is not None else ctx.body
+    return {"messages": [{"content": orjson.dumps(body).decode()}]}
 
 
 class Admit:
-    def __init__(self, registry: BackendRegistry, limiter: RateLimiter, relay: Relay, limits: LimitSettings):
+    def __init__(
+        self,
+        registry: BackendRegistry,
+        limiter: RateLimiter,
+        relay: Relay,
+        limits: LimitSettings,
+        spend: SpendGuard | None = None,
+    ):
         self.registry = registry
         self.limiter = limiter
         self.relay = relay
         self.limits = limits
+        self.spend = spend
 
     async def __call__(self, ctx: RequestContext) -> None:
         self.registry.check_model(ctx.model)
@@ -66,8 +96,23 @@ class Admit:
         if tenant.models is not None and ctx.model not in tenant.models:
             raise PermissionDenied(f"This key may not use the model '{ctx.model}'.", param="model")
         self._shed(ctx)
+        # Money first: when the rate limit then refuses, the hold is released (below).
+        if self.spend is not None:
+            await self.spend.reserve(ctx)
         if tenant.rpm or tenant.tpm:
-            await self._limit(ctx)
+            try:
+                await self._limit(ctx)
+            except RateLimited as refused:
+                await ctx.settle(Completion(ctx.endpoint, ctx.model, None, ok=False, error=refused))
+                raise
+        if ctx.trace is not None:
+            ctx.trace.note(
+                {
+                    "switchyard.admission.rpm": tenant.rpm,
+                    "switchyard.admission.tpm": tenant.tpm,
+                    "switchyard.admission.reserved_tokens": ctx.reserved_tokens or None,
+                }
+            )
 
     def _shed(self, ctx: RequestContext) -> None:
         """Refuse work whose predicted wait breaks its class's budget; batch goes first, so that
@@ -95,9 +140,9 @@ class Admit:
     async def _limit(self, ctx: RequestContext) -> None:
         tenant = ctx.tenant
         cost = estimate_tokens(
-            ctx.body, self.limits.default_output_tokens, upper_bound=self.limits.prompt_estimate == "bytes"
+            _estimated(ctx), self.limits.default_output_tokens, upper_bound=self.limits.prompt_estimate == "bytes"
         )
-        decision = await self.limiter.reserve(tenant.name, tenant.rpm, tenant.tpm, cost)
+        decision = await self.limiter.reserve(tenant.bucket, tenant.rpm, tenant.tpm, cost)
         headers = decision.headers(tenant.rpm, tenant.tpm)
         if not decision.allowed:
             metrics.labelled(metrics.RATE_LIMITED, "requests_or_tokens").inc()
@@ -119,5 +164,7 @@ class Admit:
         elif done.ok:
             return  # usage unknown: the reservation stands
         else:
-            used = estimate_tokens({**ctx.body, "max_tokens": 0}, 0, upper_bound=False)  # failed: charge the prompt
-        await self.limiter.settle(ctx.tenant.name, ctx.tenant.tpm, used - ctx.reserved_tokens)
+            used = estimate_tokens(
+                {**_estimated(ctx), "max_tokens": 0}, 0, upper_bound=False
+            )  # failed: charge the prompt
+        await self.limiter.settle(ctx.tenant.bucket, ctx.tenant.tpm, used - ctx.reserved_tokens)

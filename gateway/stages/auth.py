@@ -15,8 +15,10 @@ class Authenticate:
         self.keys = keys
 
     async def __call__(self, ctx: RequestContext) -> None:
-        ctx.tenant = await self.keys.authenticate(ctx.headers.get("authorization"))
+        ctx.tenant = await self.keys.authenticate(ctx.headers.get("authorization"), ctx.headers.get("x-api-key"))
         ctx.priority = ctx.tenant.priority
         # A request may lower its own class to batch, never raise itself above its key's class.
         if ctx.headers.get(PRIORITY_HEADER, "").strip().lower() == "batch":
             ctx.priority = "batch"
+        if ctx.trace is not None:
+            ctx.trace.note({"switchyard.tenant": ctx.tenant.name, "switchyard.priority": ctx.priority})

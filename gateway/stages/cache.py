@@ -14,13 +14,12 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
-
-import orjson
 
 from cache import CacheLookup, ResponseCache
 from gateway import metrics
-from gateway.completion import Completion, usage_of
+from gateway.completion import Completion
 from gateway.context import RequestContext
 from gateway.errors import SwitchyardError
 from gateway.relay import Relay
@@ -46,13 +45,29 @@ class CacheStage:
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, ctx: RequestContext) -> Completion | None:
-        if ctx.endpoint != "chat/completions":
+        # Keyed and stored in chat completions form (the canonical request and answer), whichever
+        # API the client called; a hit is answered in the client's API.
+        request = ctx.canonical if ctx.endpoint not in ("completions", "embeddings") else None
+        if request is None:
             return None
         control = ctx.headers.get("cache-control", "").lower()
         lookup = await self.cache.lookup(
-            ctx.tenant.name, ctx.body, ctx.embed, no_cache="no-cache" in control, no_store="no-store" in control
+            ctx.tenant.name,
+            request,
+            ctx.embed,
+            intent=ctx.intent,
+            no_cache="no-cache" in control,
+            no_store="no-store" in control,
         )
         ctx.response_headers[CACHE_HEADER] = lookup.status
+        if ctx.trace is not None:
+            ctx.trace.note({
+                "switchyard.cache.verdict": lookup.status,
+                "switchyard.cache.layer": lookup.status if lookup.hit else None,
+                "switchyard.cache.similarity": lookup.similarity,
+                "switchyard.cache.score": lookup.score,
+                "switchyard.cache.reason": lookup.reason,
+            })
         if lookup.reason:
             ctx.response_headers[REASON_HEADER] = lookup.reason
         if lookup.hit and lookup.response is not None:
@@ -75,6 +90,8 @@ class CacheStage:
                 raise _same_error(shared)
             if shared is not None:
                 metrics.labelled(metrics.COALESCED, ctx.endpoint).inc()
+                if ctx.trace is not None:
+                    ctx.trace.note({"switchyard.cache.verdict": "exact", "switchyard.cache.reason": "coalesced"})
                 ctx.response_headers[CACHE_HEADER] = "exact"
                 ctx.response_headers[REASON_HEADER] = "coalesced"
                 return _answer(ctx, shared)
@@ -84,8 +101,8 @@ class CacheStage:
         if key is not None and key not in self._leaders:
             leader: asyncio.Future[JSON | SwitchyardError | None] = asyncio.get_running_loop().create_future()
             self._leaders[key] = leader
-            ctx.on_complete.append(lambda done: self._lead(key, leader, done))
-        ctx.on_complete.append(lambda done: self._store(lookup, done))
+            ctx.on_complete.append(lambda done: self._lead(key, leader, _as_chat(ctx, done)))
+        ctx.on_complete.append(lambda done: self._store(lookup, _as_chat(ctx, done)))
         return None
 
     def _lead(
@@ -104,22 +121,28 @@ class CacheStage:
 
     async def _verify(self, ctx: RequestContext, lookup: CacheLookup) -> None:
         """Ask the backend the same question and tell the cache whether the answers agree."""
+        sent = ctx.upstream_body if ctx.upstream_body is not None else ctx.body
         probe = RequestContext(
-            request_id=ctx.request_id + "-verify", endpoint=ctx.endpoint, body={**ctx.body, "stream": False},
-            headers=ctx.headers, tenant=ctx.tenant, priority="batch", model=ctx.model,
+            request_id=ctx.request_id + "-verify",
+            endpoint=ctx.endpoint,
+            body={**sent, "stream": False},
+            headers=ctx.headers,
+            tenant=ctx.tenant,
+            priority="batch",
+            model=ctx.model,
+            dialect=ctx.dialect,
+            trace=None,  # background work of the gateway's own, not part of the client's trace
         )
         try:
-            attempt = await self.relay.start(probe, probe.body, assemble=False)
+            async with self.relay.attempt(probe, probe.body) as attempt:
+                fresh = attempt.response_json
+                if fresh is not None:
+                    fresh = ctx.dialect.as_chat_answer(fresh)
         except SwitchyardError as exc:
             log.debug("cache verification skipped: %s", exc.message)
             return
-        try:
-            fresh = orjson.loads(attempt.body)
-        except orjson.JSONDecodeError:
+        if fresh is None:
             return
-        finally:
-            self.relay.registry.release(attempt.lease)
-            await attempt.aclose()
         await self.cache.verify(lookup, fresh)
 
     def _spawn(self, coro: Any) -> None:
@@ -135,12 +158,27 @@ def _same_error(error: SwitchyardError) -> SwitchyardError:
     return copy
 
 
+def _as_chat(ctx: RequestContext, done: Completion) -> Completion:
+    """The completion with its answer in chat completions form (what the cache keeps)."""
+    if done.response is None or ctx.dialect.api == "chat":
+        return done
+    return replace(done, response=ctx.dialect.as_chat_answer(done.response))
+
+
 def _answer(ctx: RequestContext, stored: JSON) -> Completion:
+    """A stored chat.completion as the answer in the client's API."""
     # A fresh id and timestamp: clients may rely on ids being unique per response.
-    response = {**stored, "id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
-    prompt, completion = usage_of(response)
-    choices = response.get("choices") or [{}]
+    chat = {**stored, "id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
+    response = ctx.dialect.from_chat_answer(chat, ctx.body)
+    prompt, completion = ctx.dialect.usage_of(response)
     return Completion(
-        ctx.endpoint, ctx.model, None, ok=True, response=response, prompt_tokens=prompt,
-        completion_tokens=completion, finish_reason=choices[0].get("finish_reason"), from_cache=True,
+        ctx.endpoint,
+        ctx.model,
+        None,
+        ok=True,
+        response=response,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        finish_reason=ctx.dialect.finish_reason(response),
+        from_cache=True,
     )

@@ -7,10 +7,13 @@ built-in engine). The relay (`gateway/relay.py`) holds all policy and sees only 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.types import JSON, Endpoint
+
+if TYPE_CHECKING:
+    from gateway.dialect import Dialect
 
 __all__ = ["UpstreamCall", "UpstreamResponse", "UpstreamTransport"]
 
@@ -22,6 +25,12 @@ class UpstreamCall:
     stream: bool
     request_id: str
     priority: str = "interactive"
+    # Headers for the upstream beyond the transport's own (content type, credentials): the request
+    # id is sent as x-request-id; these are e.g. trace context or an API's version headers.
+    headers: dict[str, str] = field(default_factory=dict)
+    # The API the call is in (what `endpoint` names): how its stream ends, and how to translate
+    # it for a backend that does not speak it (gateway/upstreams/translated.py).
+    dialect: Dialect = field(kw_only=True)
 
 
 class UpstreamResponse(Protocol):

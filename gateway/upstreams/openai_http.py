@@ -1,37 +1,37 @@
-"""Remote OpenAI-compatible servers (vLLM, TGI, Ollama, OpenAI, `switchyard sim`) over pooled httpx."""
+"""Remote OpenAI-compatible servers (vLLM, TGI, Ollama, OpenAI, `switchyard sim`) over the pooled
+HTTP/1.1 client (`gateway/upstreams/http1.py`), plain HTTP and TLS alike."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
+from gateway.dialect import Dialect
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from gateway.upstreams.base import UpstreamCall
-from gateway.upstreams.http1 import Exchange, HTTP1Pool, PooledHTTP1Transport
+from gateway.upstreams.http1 import Disconnected, Exchange, HttpError, HttpTimeout, Pool, encode_headers, render_request
 from gateway.upstreams.sse import SSEDecoder
 
-__all__ = ["OpenAIHTTPTransport", "map_httpx_errors"]
+__all__ = ["OpenAIHTTPTransport", "map_http_errors"]
 
 _MAX_ERROR_BODY = 64 * 1024
 
 
 @contextmanager
-def map_httpx_errors(backend: str) -> Iterator[None]:
-    """Translate httpx's exceptions into the gateway's tree, naming the backend but nothing secret."""
+def map_http_errors(backend: str) -> Iterator[None]:
+    """Translate the client's exceptions into the gateway's tree, naming the backend but nothing secret."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for"
+    except HttpTimeout as exc:
+        phase = "connecting to" if exc.connecting else "waiting for"
         raise UpstreamTimeout(f"timed out {phase} backend '{backend}'") from None
-    except httpx.ConnectError:
-        raise UpstreamError(f"could not connect to backend '{backend}'") from None
-    except httpx.RemoteProtocolError:
+    except Disconnected:
         raise UpstreamError(f"backend '{backend}' closed the connection before the response ended") from None
-    except httpx.HTTPError as exc:
-        raise UpstreamError(f"backend '{backend}' failed: {type(exc).__name__}") from None
+    except HttpError as exc:
+        raise UpstreamError(f"backend '{backend}' failed: {exc}") from None
 
 
 def _redact(data: bytes, secret: bytes | None) -> bytes:
@@ -39,67 +39,48 @@ def _redact(data: bytes, secret: bytes | None) -> bytes:
     return data.replace(secret, b"***") if secret and secret in data else data
 
 
-async def _sse_events(backend: str, pieces: AsyncIterator[bytes], secret: bytes | None) -> AsyncIterator[bytes]:
-    decoder = SSEDecoder()
-    with map_httpx_errors(backend):
-        async for raw in pieces:
-            for data in decoder.feed(raw):
-                if data == b"[DONE]":
-                    return
-                yield _redact(data, secret)
-    for data in decoder.flush():
-        if data != b"[DONE]":
-            yield _redact(data, secret)
-    # The stream ended without [DONE]: the upstream dropped it part-way.
-    raise UpstreamError(f"backend '{backend}' closed the stream before it finished")
+class _Response:
+    """An accepted call: the body read whole, or its SSE events as they arrive."""
 
+    __slots__ = ("_backend", "_dialect", "_exchange", "_secret")
 
-class _PoolResponse:
-    """A response read straight off the HTTP/1.1 pool (plain-HTTP upstreams: the hot path)."""
-
-    __slots__ = ("_backend", "_exchange", "_secret")
-
-    def __init__(self, backend: str, exchange: Exchange, secret: bytes | None):
+    def __init__(self, backend: str, exchange: Exchange, secret: bytes | None, dialect: Dialect):
         self._backend = backend
         self._exchange = exchange
         self._secret = secret
+        self._dialect = dialect
 
     async def read(self) -> bytes:
-        with map_httpx_errors(self._backend):
+        with map_http_errors(self._backend):
             return _redact(await self._exchange.read(), self._secret)
 
-    def events(self) -> AsyncIterator[bytes]:
-        return _sse_events(self._backend, self._exchange.__aiter__(), self._secret)
+    async def events(self) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        last = b""
+        with map_http_errors(self._backend):
+            async for raw in self._exchange:
+                for data in decoder.feed(raw):
+                    if data == b"[DONE]":
+                        return
+                    last = data
+                    yield _redact(data, self._secret)
+        for data in decoder.flush():
+            if data != b"[DONE]":
+                last = data
+                yield _redact(data, self._secret)
+        if self._dialect.stream_finished(last):
+            return  # APIs such as Responses end at a closing event
+        # The stream ended without [DONE] (or its API's closing event): the upstream dropped it part-way.
+        raise UpstreamError(f"backend '{self._backend}' closed the stream before it finished")
 
     async def aclose(self) -> None:
         await self._exchange.aclose()
 
 
-class _HTTPXResponse:
-    """A response through httpx's own transport (TLS upstreams)."""
-
-    __slots__ = ("_backend", "_response", "_secret")
-
-    def __init__(self, backend: str, response: httpx.Response, secret: bytes | None):
-        self._backend = backend
-        self._response = response
-        self._secret = secret
-
-    async def read(self) -> bytes:
-        with map_httpx_errors(self._backend):
-            return _redact(await self._response.aread(), self._secret)
-
-    def events(self) -> AsyncIterator[bytes]:
-        return _sse_events(self._backend, self._response.aiter_raw(), self._secret)
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
 class OpenAIHTTPTransport:
-    """One pooled, keep-alive `httpx.AsyncClient` per backend. For plain-HTTP upstreams the client
-    runs on our HTTP/1.1 pool, and relayed calls use that pool directly, skipping the client's
-    per-request URL, cookie and redirect handling."""
+    """One keep-alive connection pool per backend. Each call's request is rendered in one piece: the
+    headers every call carries are encoded once, the call's own (`x-request-id`, `UpstreamCall.headers`)
+    are added to them."""
 
     def __init__(
         self,
@@ -107,102 +88,62 @@ class OpenAIHTTPTransport:
         base_url: str,
         *,
         api_key: str | None = None,
+        api_key_header: str = "authorization",
         max_connections: int = 256,
         connect_timeout: float = 2.0,
         read_timeout: float = 120.0,
+        keepalive_expiry: float = 4.0,
     ):
         self.name = name
         self._api_key = api_key
         self._secret = api_key.encode() if api_key else None
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        headers = {"content-type": "application/json", "accept-encoding": "identity"}
-        if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
-        url = httpx.URL(base_url)
-        self._pool: HTTP1Pool | None = None
-        transport: httpx.AsyncBaseTransport
-        if url.scheme == "http":
-            self._pool = HTTP1Pool(url.host, url.port or 80, max_connections)
-            transport = PooledHTTP1Transport(self._pool)
-        else:
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-            transport = httpx.AsyncHTTPTransport(limits=limits)
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
-            transport=transport,
-            trust_env=False,
-        )
-        host = url.host if url.port is None else f"{url.host}:{url.port}"
-        self._path_prefix = url.raw_path.rstrip(b"/") + b"/"
-        self._head = b"".join([f"host: {host}\r\n".encode(), *(f"{k}: {v}\r\n".encode() for k, v in headers.items())])
+        self._pool = Pool.for_url(base_url, max_connections=max_connections, keepalive_expiry=keepalive_expiry)
+        headers = {"host": self._pool.authority, "content-type": "application/json", "accept-encoding": "identity"}
+        if api_key:  # as a bearer token (OpenAI's way), or in a header of its own (Anthropic's x-api-key)
+            headers[api_key_header] = f"Bearer {api_key}" if api_key_header == "authorization" else api_key
+        self._head = encode_headers(headers)
+        self._path_prefix = urlsplit(base_url).path.rstrip("/") + "/"
 
-    async def send(self, call: UpstreamCall) -> _PoolResponse | _HTTPXResponse:
-        body = orjson.dumps(call.body)
-        with map_httpx_errors(self.name):
-            if self._pool is not None:
-                payload = b"".join(
-                    (
-                        b"POST ",
-                        self._path_prefix,
-                        call.endpoint.encode(),
-                        b" HTTP/1.1\r\n",
-                        self._head,
-                        b"x-request-id: ",
-                        call.request_id.encode(),
-                        b"\r\ncontent-length: ",
-                        str(len(body)).encode(),
-                        b"\r\n\r\n",
-                        body,
-                    )
-                )
-                exchange = await self._pool.request(
-                    payload, connect_timeout=self._connect_timeout, read_timeout=self._read_timeout
-                )
-                if exchange.status >= 400:
-                    try:
-                        error_body = await exchange.read()
-                    finally:
-                        await exchange.aclose()
-                    raise self._status_error(
-                        exchange.status, error_body[:_MAX_ERROR_BODY], exchange.header(b"retry-after")
-                    )
-                return _PoolResponse(self.name, exchange, self._secret)
-            request = self._client.build_request(
-                "POST", call.endpoint, content=body, headers={"x-request-id": call.request_id}
+    async def _request(self, method: str, endpoint: str, head: bytes, body: bytes = b"") -> Exchange:
+        """Send one request; an answer of 400 or more is read and raised as `UpstreamStatus`."""
+        payload = render_request(method, self._path_prefix + endpoint, head, body)
+        with map_http_errors(self.name):
+            exchange = await self._pool.request(
+                payload, connect_timeout=self._connect_timeout, read_timeout=self._read_timeout
             )
-            response = await self._client.send(request, stream=True)
-            if response.status_code >= 400:
+            if exchange.status >= 400:
                 try:
-                    error_body = await response.aread()
+                    error_body = await exchange.read()
                 finally:
-                    await response.aclose()
-                raise self._status_error(
-                    response.status_code, error_body[:_MAX_ERROR_BODY], response.headers.get("retry-after")
-                )
-        return _HTTPXResponse(self.name, response, self._secret)
+                    await exchange.aclose()
+                raise self._status_error(exchange.status, error_body[:_MAX_ERROR_BODY], exchange.header(b"retry-after"))
+        return exchange
 
-    async def list_models(self) -> list[str]:
-        with map_httpx_errors(self.name):
-            response = await self._client.get("models")
-        if response.status_code != 200:
-            raise self._status_error(
-                response.status_code, response.content[:_MAX_ERROR_BODY], response.headers.get("retry-after")
-            )
+    async def send(self, call: UpstreamCall) -> _Response:
+        extra = {"x-request-id": call.request_id, **call.headers}
         try:
-            return [str(m["id"]) for m in orjson.loads(response.content)["data"]]
+            head = self._head + encode_headers(extra)
+        except ValueError as exc:
+            raise UpstreamError(f"backend '{self.name}': {exc}") from None
+        exchange = await self._request("POST", call.endpoint, head, orjson.dumps(call.body))
+        return _Response(self.name, exchange, self._secret, call.dialect)
+
+    async def list_models(self, headers: dict[str, str] | None = None) -> list[str]:
+        exchange = await self._request("GET", "models", self._head + encode_headers(headers or {}))
+        with map_http_errors(self.name):
+            body = await exchange.read()
+        try:
+            return [str(m["id"]) for m in orjson.loads(body)["data"]]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise UpstreamError(f"backend '{self.name}' answered /models with an unexpected body") from None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
-    def _status_error(self, status: int, body: bytes, retry_after_header: str | bytes | None) -> UpstreamStatus:
-        if isinstance(retry_after_header, bytes):
-            retry_after_header = retry_after_header.decode("latin-1")
-        retry_after = _retry_after(retry_after_header)
+    def _status_error(self, status: int, body: bytes, retry_after_header: bytes | None) -> UpstreamStatus:
+        retry_after = _retry_after(retry_after_header.decode("latin-1") if retry_after_header else None)
         if status in (401, 403, 407):
             # Never relay what the upstream said about *our* credentials.
             return UpstreamStatus(status, f"backend '{self.name}' rejected the gateway's credentials")

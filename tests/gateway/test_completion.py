@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.completion import StreamAssembler, called_tools
-from gateway.responses import replay_events
+from gateway.replay import replay_events
 from gateway.stages.admission import estimate_tokens
 
 

@@ -82,3 +82,19 @@ def test_deadlines_must_be_positive_and_name_a_class() -> None:
         load_settings(overrides={**DEV, "relay": {"first_token_deadline": -1}})
     with pytest.raises(ConfigError, match=r"relay\.model_deadlines"):
         load_settings(overrides={**DEV, "relay": {"model_deadlines": {"m": {"urgent": 1}}}})
+
+
+def test_backends_declare_the_apis_they_speak_natively() -> None:
+    base = {"auth": {"mode": "none"}}
+    remote = {"name": "v", "base_url": "http://h/v1"}
+    s = load_settings(overrides={**base, "backends": [remote, {**remote, "name": "w", "apis": ["chat", "responses"]}]})
+    assert s.backends[0].native_apis() == {"chat", "completions", "embeddings"}
+    assert s.backends[1].native_apis() == {"chat", "responses"}
+    local = load_settings(overrides={**base, "backends": [{"name": "e", "type": "local", "models": ["m"]}]})
+    assert local.backends[0].native_apis() == {"chat", "completions"}
+    with pytest.raises(ConfigError, match="apis"):
+        load_settings(
+            overrides={**base, "backends": [{"name": "e", "type": "local", "models": ["m"], "apis": ["responses"]}]}
+        )
+    with pytest.raises(ConfigError, match="apis"):
+        load_settings(overrides={**base, "backends": [{**remote, "apis": ["smoke-signals"]}]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.dialect import CHAT
 from gateway.openai.chat.protocol import ChatCompletionRequest
 from gateway.openai.serving import Serving
 
@@ -9,5 +10,5 @@ __all__ = ["ChatServing"]
 
 
 class ChatServing(Serving):
-    endpoint = "chat/completions"
+    dialect = CHAT
     request_model = ChatCompletionRequest

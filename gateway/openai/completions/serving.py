@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.dialect import COMPLETIONS
 from gateway.openai.completions.protocol import CompletionRequest
 from gateway.openai.serving import Serving
 
@@ -9,5 +10,5 @@ __all__ = ["CompletionServing"]
 
 
 class CompletionServing(Serving):
-    endpoint = "completions"
+    dialect = COMPLETIONS
     request_model = CompletionRequest

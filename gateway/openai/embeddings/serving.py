@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.context import RequestContext
+from gateway.dialect import EMBEDDINGS
 from gateway.openai.embeddings.protocol import EmbeddingRequest
 from gateway.openai.serving import Serving
 
@@ -12,7 +13,7 @@ __all__ = ["EmbeddingServing"]
 
 
 class EmbeddingServing(Serving):
-    endpoint = "embeddings"
+    dialect = EMBEDDINGS
     request_model = EmbeddingRequest
 
     def describe(self, ctx: RequestContext, parsed: Any) -> None:

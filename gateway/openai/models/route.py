@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 
 from gateway.errors import UnknownModel
-from gateway.openai.routing import services
+from gateway.routes import services
 
 __all__ = ["attach_router"]
 
@@ -21,7 +21,7 @@ def _card(model: str, owners: list[str]) -> dict[str, Any]:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     svc = services(request)
-    await svc.keys.authenticate(request.headers.get("authorization"))
+    await svc.keys.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     registry = svc.registry
     return {"object": "list", "data": [_card(m, [b.name for b in registry.candidates(m)]) for m in registry.models()]}
 
@@ -29,7 +29,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     svc = services(request)
-    await svc.keys.authenticate(request.headers.get("authorization"))
+    await svc.keys.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     registry = svc.registry
     if model not in registry.models():
         raise UnknownModel(model, registry.models())
