@@ -8,6 +8,9 @@ from hypothesis import settings
 
 from tests.support.processes import RedisServer
 
+# Session-wide fixtures for real vLLM servers (`vllm_server`, `vllm_servers`, `vllm_gateway`).
+pytest_plugins = ["tests.support.vllm"]
+
 # Property tests explore new examples on every developer run; CI (.ci/run sets HYPOTHESIS_PROFILE=ci)
 # replays a fixed sequence, so a landing is decided by the code, not by the draw.
 settings.register_profile("ci", derandomize=True)

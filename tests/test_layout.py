@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = {"gateway", "router", "cache", "batching", "bench", "tests"}
+OURS = {"gateway", "router", "cache", "batching", "sim", "bench", "tests"}
 ALLOWED = {
     "router": set(),
     "cache": set(),
     "batching": set(),
+    "sim": set(),  # a stand-in upstream: it shares nothing with the gateway it imitates
     "gateway": {"router", "cache", "batching"},
 }
 
@@ -49,3 +50,24 @@ def test_gateway_front_door() -> None:
         "load_settings",
         "main",
     ]
+
+
+def test_one_http_client_stack() -> None:
+    """Upstream calls and the load generator share one HTTP/1.1 client: nothing else drives httptools
+    (uvicorn does, as a server) and the gateway's code never sends through httpx."""
+    client = REPO / "gateway" / "upstreams" / "http1.py"
+    httptools_users, httpx_users = [], []
+    for package in ("gateway", "router", "cache", "batching", "bench", "sim"):
+        for path in (REPO / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            names |= {
+                n.module.split(".")[0]
+                for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level
+            }
+            if "httptools" in names and path != client:
+                httptools_users.append(str(path.relative_to(REPO)))
+            if "httpx" in names and package == "gateway":
+                httpx_users.append(str(path.relative_to(REPO)))
+    assert httptools_users == [] and httpx_users == []

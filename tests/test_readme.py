@@ -27,4 +27,5 @@ def test_metrics_reference_matches_the_registry() -> None:
 
 def test_the_two_commands_and_ci_agree() -> None:
     assert "make serve" in README and "make test" in README
-    assert (REPO / ".ci" / "run").read_text().strip().endswith("make test")
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert "make test" in [line.strip() for line in ci]  # CI runs the README's test command itself

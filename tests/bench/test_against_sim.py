@@ -3,7 +3,7 @@
 Tolerances (stated once, used below): the sim sleeps on millisecond timers (uvloop) and both
 processes share two busy cores, so a measured latency may exceed the configured one by up to
 TIMER_SLACK_MS plus RELATIVE of it, and never undershoot it by more than EARLY_MS (a timer may fire
-half a millisecond early by design; see gateway/sim/exchange.py).
+half a millisecond early by design; see sim/exchange.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from bench.loadgen import BenchOptions, RequestOptions, RequestRecord, run_benchmark
-from gateway.sim.config import Distribution
+from sim.config import Distribution
 from tests.support.processes import REPO, ServerProcess, free_port
 
 TIMER_SLACK_MS = 3.0
@@ -30,7 +30,7 @@ EARLY_MS = 0.6
 @pytest.fixture(scope="module")
 def sim() -> Iterator[ServerProcess]:
     port = free_port()
-    with ServerProcess([sys.executable, "-m", "gateway.sim", "--port", str(port), "--seed", "1"], port) as s:
+    with ServerProcess([sys.executable, "-m", "sim", "--port", str(port), "--seed", "1"], port) as s:
         yield s
 
 

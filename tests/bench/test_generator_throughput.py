@@ -20,7 +20,7 @@ REQUIRED_RPS = 2000.0
 @pytest.mark.slow
 def test_at_least_2000_streamed_requests_per_second() -> None:
     port = free_port()
-    with ServerProcess([sys.executable, "-m", "gateway.sim", "--port", str(port), "--output-tokens", "16"], port):
+    with ServerProcess([sys.executable, "-m", "sim", "--port", str(port), "--output-tokens", "16"], port):
         cmd = [
             sys.executable,
             "-m",

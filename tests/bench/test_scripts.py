@@ -29,3 +29,12 @@ def test_crosscheck_without_guidellm_reports_ours_against_the_configuration() ->
     ours = out["switchyard_bench"]
     assert isinstance(ours, dict) and "guidellm" not in out
     assert 10 <= ours["ttft_p50_ms"] < 20 and 1.5 <= ours["itl_mean_ms"] < 3
+
+
+def test_messages_translation_reports_the_added_cost_per_chunk() -> None:
+    out = last_json(["bench.messages_translation", "--chunks", "32", "--rounds", "3"])
+    assert out["bench"] == "messages_translation"
+    for key in ("native_us_per_chunk", "translated_us_per_chunk", "reverse_us_per_event"):
+        value = out[key]
+        assert isinstance(value, float) and value > 0
+    assert isinstance(out["added_ms_per_chunk"], float) and out["added_ms_per_chunk"] < 0.05  # issue 14's bound

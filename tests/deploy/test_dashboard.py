@@ -104,6 +104,10 @@ def test_ttft_quantiles_by_model_and_backend() -> None:
         ("KV usage", "switchyard_engine_kv_cache_usage_ratio"),
         ("circuit states", "switchyard_circuit_state"),
         ("rate-limit refusals", "switchyard_rate_limited_total"),
+        ("per-replica KV usage", "switchyard_replica_kv_cache_usage_ratio"),
+        ("per-replica queue", "switchyard_replica_requests"),
+        ("per-replica prefix-hit rate", "switchyard_replica_prefix_cache_hits_tokens_total"),
+        ("routing decisions", "sum by (decision) (rate(switchyard_balancer_decisions_total"),
     ],
 )
 def test_the_issue_asks_for_a_panel_on(concern: str, metric: str) -> None:

@@ -1,6 +1,7 @@
 """The container's entry command works outside a container.
 
-Docker cannot run here, so these tests read the Dockerfile with the official parser (the
+These tests need no Docker engine (test_container.py runs the built image): they read the
+Dockerfile with the official parser (the
 `dockerfile` package wraps BuildKit's) and run what the image would: its ENTRYPOINT + CMD, with its
 ENV, a config mounted over the baked-in one, and its HEALTHCHECK — so the image and the tests
 cannot drift apart.
@@ -223,22 +224,34 @@ def test_the_image_default_command_loads_the_bundled_model(tmp_path: Path) -> No
 # -- what the Dockerfile promises -------------------------------------------------------------
 
 
-def test_multi_stage_slim_python_311_base() -> None:
+def test_stages_share_one_base_image_given_by_build_argument() -> None:
+    """Sources gathered on scratch, then the build and runtime stages on BASE_IMAGE: slim Python
+    3.11 by default, a debootstrap image for offline builds (deploy/offline/build.sh)."""
     image = _image()
-    assert len(image.stages) == 2
-    froms = [i for i in _dockerfile.parse_file(str(DOCKERFILE)) if i.cmd == "FROM"]
+    instructions = _dockerfile.parse_file(str(DOCKERFILE))
+    froms = [i.value for i in instructions if i.cmd == "FROM"]
     args = {
         i.value[0].split("=", 1)[0]: i.value[0].split("=", 1)[1]
-        for i in _dockerfile.parse_file(str(DOCKERFILE))
+        for i in instructions
         if i.cmd == "ARG" and "=" in i.value[0]
     }
-    for instruction in froms:
-        base = instruction.value[0]
-        if base.startswith("${"):
-            base = args[base.strip("${}")]
-        assert base.startswith("python:3.11-slim"), base
+    assert [f[-1] for f in froms] == ["source", "build", "runtime"]
+    assert froms[0][0] == "scratch"
+    assert froms[1][0] == froms[2][0] == "${BASE_IMAGE}"
+    assert args["BASE_IMAGE"].startswith("python:3.11-slim"), args["BASE_IMAGE"]
     # The runtime stage takes the virtual environment from the build stage, not its toolchain.
     assert any(i.cmd == "COPY" and i.flags == ("--from=build",) for i in image.stages[-1])
+
+
+def test_offline_mode_is_build_arguments_of_the_same_stages() -> None:
+    """PIP_NO_INDEX/PIP_FIND_LINKS, given by build.sh, turn every pip install of the build stage
+    into `--no-index --find-links /wheels`; the wheelhouse is copied to /wheels in both modes."""
+    build = _image().stages[1]
+    declared = {i.value[0].split("=", 1)[0] for i in build if i.cmd == "ARG"}
+    assert {"PIP_NO_INDEX", "PIP_FIND_LINKS"} <= declared
+    assert any(i.cmd == "COPY" and i.value == ("deploy/wheelhouse/", "/wheels/") for i in build)
+    script = (REPO / "deploy" / "offline" / "build.sh").read_text()
+    assert "PIP_NO_INDEX=1" in script and "PIP_FIND_LINKS=/wheels" in script and "BASE_IMAGE=" in script
 
 
 def test_non_root_offline_healthchecked_and_signal_ready() -> None:
@@ -254,7 +267,7 @@ def test_non_root_offline_healthchecked_and_signal_ready() -> None:
 
 
 def test_torch_is_cpu_by_default_and_models_are_baked_in() -> None:
-    build = {i.cmd + " " + " ".join(i.value) for i in _image().stages[0]}
+    build = {i.cmd + " " + " ".join(i.value) for i in _image().stages[1]}
     assert "ARG TORCH_VARIANT=cpu" in build and "ARG TORCH_VERSION=2.13.0" in build
     assert any(
         "download.pytorch.org/whl/${TORCH_VARIANT}" in line and "torch==${TORCH_VERSION}" in line for line in build

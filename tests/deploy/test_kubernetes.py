@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -19,12 +20,12 @@ from gateway.settings import Settings, load_settings
 from tests.support.processes import REPO
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
-KUSTOMIZATIONS = ("sidecar", "standalone", "monitoring")
+KUSTOMIZATIONS = ("sidecar", "standalone", "monitoring", "fleet")
 # Native sidecars (initContainers with restartPolicy: Always) are on by default from 1.29.
 OLDEST = "1.29"
 # The fields of a kustomization this file reads the same way kustomize does (the rest would change
 # the rendered objects in ways these tests do not see).
-KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images"}
+KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
 DRAIN_MARGIN_S = 5
 
 # Neither package ships type information.
@@ -36,10 +37,31 @@ def _kustomization(name: str) -> dict[str, Any]:
     return yaml.safe_load((KUBERNETES / name / "kustomization.yaml").read_text())  # type: ignore[no-any-return]
 
 
+def _merge(base: Any, patch: Any) -> Any:
+    """A strategic-merge patch as far as these manifests use one: maps merge, the rest replaces."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in patch.items()}}
+    return patch
+
+
 def _objects(name: str) -> list[dict[str, Any]]:
+    """The objects a kustomization renders: its files, its bases' objects (a directory resource),
+    then its patches applied to the objects they name."""
     docs: list[dict[str, Any]] = []
-    for resource in _kustomization(name)["resources"]:
-        docs.extend(d for d in yaml.safe_load_all((KUBERNETES / name / resource).read_text()) if d)
+    kustomization = _kustomization(name)
+    for resource in kustomization["resources"]:
+        path = KUBERNETES / name / resource
+        if path.is_dir():
+            docs.extend(_objects(str(path.relative_to(KUBERNETES))))
+        else:
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for entry in kustomization.get("patches", []):
+        patch = yaml.safe_load((KUBERNETES / name / entry["path"]).read_text())
+        (i,) = [
+            i for i, d in enumerate(docs)
+            if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])
+        ]
+        docs[i] = _merge(docs[i], patch)
     return docs
 
 
@@ -66,7 +88,8 @@ def _validate(doc: dict[str, Any], version: str) -> None:
 def test_kustomization_lists_every_manifest_and_nothing_else(name: str) -> None:
     kustomization = _kustomization(name)
     assert set(kustomization) <= KUSTOMIZE_FIELDS
-    listed = kustomization["resources"]
+    listed = [r for r in kustomization["resources"] if not (KUBERNETES / name / r).is_dir()]
+    listed += [p["path"] for p in kustomization.get("patches", [])]
     present = sorted(p.name for p in (KUBERNETES / name).glob("*.yaml") if p.name != "kustomization.yaml")
     assert sorted(listed) == present
 
@@ -154,7 +177,8 @@ def _mounted_settings(name: str) -> tuple[Settings, str]:
 
 
 @pytest.mark.parametrize(
-    ("name", "example"), [("sidecar", "kubernetes-sidecar.yaml"), ("standalone", "production.yaml")]
+    ("name", "example"),
+    [("sidecar", "kubernetes-sidecar.yaml"), ("standalone", "production.yaml"), ("fleet", "fleet.yaml")],
 )
 def test_configmap_is_the_example_config_verbatim_and_valid(name: str, example: str) -> None:
     settings, text = _mounted_settings(name)
@@ -267,3 +291,27 @@ def test_pod_monitor_scrapes_both_kinds_of_gateway_pod_as_job_switchyard() -> No
         assert _selects(monitor["selector"]["matchLabels"], labels), name
         assert endpoint["port"] in {p["name"] for p in container["ports"]}, name
         assert labels[monitor["jobLabel"]] == "switchyard", name  # the alert rules' job
+
+
+def test_fleet_gateway_discovers_the_vllm_replicas_through_their_headless_service() -> None:
+    settings, _ = _mounted_settings("fleet")
+    assert settings.relay.balancer == "prefix" and settings.redis.url  # gateway replicas share the map
+    (backend,) = [b for b in settings.backends if b.discovery == "dns"]
+    assert backend.type == "vllm" and backend.hosts_file is None
+    url = urlsplit(backend.base_url or "")
+    namespace = _kustomization("fleet")["namespace"]
+    service = _one("fleet", "Service", "vllm")
+    assert url.hostname == f"vllm.{namespace}.svc.cluster.local"
+    assert service["spec"]["clusterIP"] == "None"  # headless: one record per ready pod
+    assert not service["spec"].get("publishNotReadyAddresses")
+    deployment = _one("fleet", "Deployment", "vllm")
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    (port,) = container["ports"]
+    (service_port,) = service["spec"]["ports"]
+    assert port["containerPort"] == url.port and service_port["targetPort"] == port["name"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert "--enable-prefix-caching" in container["args"]
+    assert any(a == f"--served-model-name={m}" for m in backend.models for a in container["args"])

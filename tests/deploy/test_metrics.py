@@ -19,7 +19,7 @@ import yaml
 
 from tests.deploy.queries import SCRAPE_LABELS, Query, dashboard_queries, metric_families, rule_queries
 from tests.support.processes import REPO, RedisServer, ServerProcess
-from tests.support.stack import metric_value, start_gateway, start_sim
+from tests.support.stack import metric_value, start_gateway, start_sim, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -176,3 +176,52 @@ def test_dashboard_and_alert_metrics_exist_in_a_running_gateway(
     assert metric_value(exposition, "switchyard_rate_limited_total") >= 1
     assert metric_value(exposition, "switchyard_router_requests_total") >= 1
     assert metric_value(exposition, "switchyard_cache_store_up") == 1  # the cache is on Redis, and Redis answers
+
+
+FLEET_METRICS = (
+    "switchyard_replica_kv_cache_usage_ratio",
+    "switchyard_replica_requests",
+    "switchyard_replica_prefix_cache_hits_tokens_total",
+    "switchyard_replica_prefix_cache_queries_tokens_total",
+    "switchyard_balancer_decisions_total",
+)
+
+
+@pytest.mark.vllm
+def test_fleet_panels_metrics_have_samples_in_front_of_real_vllm(tmp_path: Path, vllm_servers: Any) -> None:
+    """The engine-fleet panels draw what a gateway in front of vLLM replicas exposes: per-replica
+    KV usage, queue and prefix-cache counters scraped from vLLM, and the prefix balancer's choices."""
+    servers = vllm_servers(2)
+    backends = [
+        {"name": f"vllm-{i}", "type": "vllm", "base_url": s.base_url, "models": ["smollm2-135m-instruct"],
+         "metrics_interval": 0.5}
+        for i, s in enumerate(servers)
+    ]
+    config = {"auth": {"mode": "none"}, "cache": {"enabled": False}, "relay": {"balancer": "prefix"},
+              "backends": backends}
+    gw = start_gateway(config, tmp_path, timeout=120)
+    try:
+        messages = [{"role": "system", "content": f"Metrics check {time.time()}: " + "be brief. " * 200}]
+        with httpx.Client(base_url=gw.url, timeout=120) as client:
+            for turn in range(2):
+                messages.append({"role": "user", "content": f"turn {turn}"})
+                body = {"model": "smollm2-135m-instruct", "messages": messages, "max_tokens": 4, "temperature": 0}
+                resp = client.post("/v1/chat/completions", json=body)
+                assert resp.status_code == 200
+                messages.append({"role": "assistant", "content": resp.json()["choices"][0]["message"]["content"]})
+
+        def scraped() -> bool:
+            text = httpx.get(gw.url + "/metrics").text
+            return metric_value(text, "switchyard_replica_prefix_cache_queries_tokens_total") > 0
+
+        wait_for(scraped, timeout=10, what="a scrape after the traffic")
+        exposition = httpx.get(gw.url + "/metrics").text
+    finally:
+        gw.stop()
+    used = {name for q in dashboard_queries() for name in q.metrics}
+    assert set(FLEET_METRICS) <= used  # the panels draw these
+    for backend in ("vllm-0", "vllm-1"):
+        assert f'switchyard_replica_kv_cache_usage_ratio{{backend="{backend}"}}' in exposition
+        assert f'switchyard_replica_requests{{backend="{backend}",state="waiting"}}' in exposition
+    assert metric_value(exposition, "switchyard_balancer_decisions_total", decision="cold") >= 1
+    assert metric_value(exposition, "switchyard_balancer_decisions_total", decision="affinity") >= 1

@@ -204,7 +204,7 @@ async def test_refused_connections_fail_fast_then_recover_on_their_own(
             assert seen.kind == "error_status" and seen.status in (502, 503), seen
         fault_table.add("backend refuses connections, the only one for its model", seen.summary(), None)
         revived = ServerProcess(
-            [sys.executable, "-m", "gateway.sim", "--port", str(dead_port), "--models", "sim-model,solo-model"],
+            [sys.executable, "-m", "sim", "--port", str(dead_port), "--models", "sim-model,solo-model"],
             dead_port,
         ).start()
         revived_at = time.perf_counter()  # the backend answers from here on

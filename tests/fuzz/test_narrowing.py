@@ -18,6 +18,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.intent import intent_text
 from router import RouterSettings, ToolRouter
 from router.narrow import KeepPolicy, decide
 
@@ -85,7 +86,9 @@ async def _narrow(request: dict[str, Any], **overrides: Any) -> tuple[list[dict[
     router = ToolRouter(settings_, HashedWords())
     tools = request["tools"]
     before = copy.deepcopy(tools)
-    narrowing = await router.narrow("t", tools, request["messages"], request["tool_choice"])
+    narrowing = await router.narrow(
+        "t", tools, request["messages"], request["tool_choice"], intent=intent_text(request["messages"])
+    )
     assert tools == before  # the request's list and dicts were not modified
     return before, narrowing
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.batching.conftest import build_tiny_llama, build_tokenizer
 from tests.support.processes import ServerProcess
-from tests.support.stack import metric_value, start_gateway
+from tests.support.stack import metric_value, start_engine_gateway
 
 MODEL = "tiny-llama"
 
@@ -24,27 +24,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     tmp = tmp_path_factory.mktemp("local-engine")
     model_dir = tmp / "model"
     model_dir.mkdir()
-    build_tiny_llama(model_dir, build_tokenizer(model_dir))
-    config = {
-        "auth": {"mode": "none"},
-        "cache": {"enabled": False},
-        "backends": [
-            {
-                "name": "local",
-                "type": "local",
-                "models": [MODEL],
-                "engine": {
-                    "model": str(model_dir),
-                    "devices": ["cpu"],
-                    "max_num_seqs": 4,
-                    "max_num_batched_tokens": 64,
-                    "max_model_len": 256,
-                    "warmup": False,
-                },
-            }
-        ],
+    build_tiny_llama(model_dir, build_tokenizer(model_dir), max_positions=2048)
+    engine = {
+        "model": str(model_dir),
+        "devices": ["cpu"],
+        "max_num_seqs": 4,
+        "max_num_batched_tokens": 64,
+        "max_model_len": 2048,
+        "warmup": False,
     }
-    gw = start_gateway(config, tmp, env={"HF_HUB_OFFLINE": "1"}, timeout=180)
+    gw = start_engine_gateway(tmp, MODEL, engine, timeout=180)
     try:
         yield gw
     finally:
@@ -94,11 +83,22 @@ def test_seeded_sampling_repeats(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": 17}, "n"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"logit_bias": {"5": 10}}, "logit_bias"),
+        ({"best_of": 3}, "best_of"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nosuchtype"}}}],
+          "tool_choice": "required"}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function",
+          "function": {"name": "g"}}}, "tool_choice"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": True,
+          "schema": {"type": "object", "properties": {"a": {"type": "string", "format": "no-such-format"}}}}}},
+         "response_format"),
         ({"vendor_knob": 1}, "vendor_knob"),
     ],
 )
@@ -115,14 +115,14 @@ def test_legacy_completion(client: openai.OpenAI) -> None:
 
 def test_prompt_over_the_context_is_a_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "fox " * 400}])
+        client.chat.completions.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "fox " * 2100}])
 
 
 def test_client_disconnect_frees_the_engine_slot(gateway: ServerProcess) -> None:
     body = {
         "model": MODEL,
         "stream": True,
-        "max_tokens": 200,
+        "max_tokens": 1900,  # seconds of work even for this tiny model
         "ignore_eos": True,
         "messages": [{"role": "user", "content": "Tell me everything"}],
     }

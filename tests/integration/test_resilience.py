@@ -156,7 +156,7 @@ def test_active_health_checks_take_a_dead_backend_out_and_back(tmp_path: Path) -
     try:
         port_holder.stop()
         wait_for(lambda: not httpx.get(gw.url + "/readyz").json()["backends"]["a"]["healthy"])
-        revived = ServerProcess([sys.executable, "-m", "gateway.sim", "--port", str(port)], port).start()
+        revived = ServerProcess([sys.executable, "-m", "sim", "--port", str(port)], port).start()
         wait_for(lambda: httpx.get(gw.url + "/readyz").json()["backends"]["a"]["healthy"])
         with _client(gw) as client:
             assert client.chat.completions.create(model="sim-model", messages=MSG).choices

@@ -79,6 +79,13 @@ def catalogue() -> list[dict[str, Any]]:
 TOOLS = catalogue()
 
 
+# The learned model is judged on held-back calls (one in four; router/conformal.py) before it is
+# used: with these, TEACH_CALLS taught calls are enough to decide, where a deployment waits for hundreds.
+LEARN_FAST = {"shadow_fraction": 0.0, "train_interval_s": 0.1, "embed_timeout_s": 5.0,
+              "calibration_min": 3, "coverage": 0.75}
+TEACH_CALLS = 12
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[ServerProcess, SimControl]]:
     """A fresh gateway per test: what one test teaches the router must not steer another."""
@@ -88,7 +95,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[ServerProcess, SimControl]]:
         "auth": {"mode": "none"},
         "backends": [sim_backend("s", sim)],
         "cache": {"enabled": False},
-        "router": {"pinned": ["export_news"], "shadow_fraction": 0.0, "train_interval_s": 0.1, "embed_timeout_s": 5.0},
+        "router": {"pinned": ["export_news"], **LEARN_FAST},
     }
     gw = start_gateway(config, tmp, lean=False, timeout=120)
     try:
@@ -101,7 +108,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[ServerProcess, SimControl]]:
 
 def _warm(gw: ServerProcess) -> None:
     """A new catalogue's first requests pass whole while its tools are embedded in the background."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # 300 embeddings on a busy 2-core machine
     while time.monotonic() < deadline:
         probe = _send(gw, "What will the weather be like in Lisbon tomorrow?", tool_choice="none")
         if probe.headers["x-switchyard-tools"] != "300->300":
@@ -173,13 +180,15 @@ TAUGHT = "import_invoice"  # what this tenant's model keeps calling for it
 
 
 def _teach_by_streaming(gw: ServerProcess) -> None:
-    """The model answers QUESTION with TAUGHT four times, streamed."""
-    for _ in range(4):
+    """The model answers QUESTION with TAUGHT, streamed, TEACH_CALLS times (forced, so that it is
+    sent: the router alone would not keep a tool the question does not name)."""
+    for _ in range(TEACH_CALLS):
         body = {
             "model": "sim-model",
             "stream": True,
             "messages": [{"role": "user", "content": QUESTION}],
             "tools": TOOLS,
+            "tool_choice": {"type": "function", "function": {"name": TAUGHT}},
             "sim": {"tool": TAUGHT},
         }
         with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=30) as resp:
@@ -190,11 +199,11 @@ def _teach_by_streaming(gw: ServerProcess) -> None:
 def _wait_until_learned(gw: ServerProcess, sim: SimControl) -> set[str]:
     """The tools forwarded for QUESTION once the router narrows it (tool_choice "none": these probes
     must not produce tool calls of their own to learn from)."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         _send(gw, QUESTION, tool_choice="none")
         names = {t["function"]["name"] for t in _forwarded_tools(sim)}
-        if len(names) < 300:
+        if len(names) <= 16:
             return names
         time.sleep(0.2)  # training runs in the background; poll the observable result, bounded
     raise AssertionError("the router did not learn from the observed tool calls")
@@ -202,12 +211,14 @@ def _wait_until_learned(gw: ServerProcess, sim: SimControl) -> set[str]:
 
 def test_streamed_tool_calls_teach_the_router(stack: tuple[ServerProcess, SimControl]) -> None:
     gw, sim = stack
-    assert _send(gw, QUESTION, tool_choice="none").headers["x-switchyard-tools"] == "300->300"
+    _send(gw, QUESTION, tool_choice="none")
+    untaught = {t["function"]["name"] for t in _forwarded_tools(sim)}
+    assert TAUGHT not in untaught  # the question does not name it: zero-shot drops it
     _teach_by_streaming(gw)
     names = _wait_until_learned(gw, sim)
-    assert TAUGHT in names and len(names) <= 16  # confident enough now to narrow, keeping the taught tool
+    assert TAUGHT in names  # confident enough now to narrow, keeping the taught tool
     text = httpx.get(gw.url + "/metrics").text
-    assert metric_value(text, "switchyard_router_feedback_examples_total") == 4
+    assert metric_value(text, "switchyard_router_feedback_examples_total") == TEACH_CALLS
 
 
 @pytest.mark.redis
@@ -218,7 +229,7 @@ def test_learning_survives_a_gateway_restart_with_redis(tmp_path: Path, redis_se
         "redis": {"url": redis_server.url},
         "backends": [sim_backend("s", sim)],
         "cache": {"enabled": False},
-        "router": {"shadow_fraction": 0.0, "train_interval_s": 0.1, "embed_timeout_s": 5.0},
+        "router": LEARN_FAST,
     }
     try:
         first = start_gateway(config, tmp_path, name="first", lean=False, timeout=120)

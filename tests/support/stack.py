@@ -16,7 +16,7 @@ from tests.support.processes import ServerProcess, free_port, switchyard_command
 
 def start_sim(*args: str, log_dir: Path | None = None, name: str = "sim") -> ServerProcess:
     port = free_port()
-    cmd = [sys.executable, "-m", "gateway.sim", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "sim", "--port", str(port), *args]
     log = log_dir / f"{name}-{port}.log" if log_dir else None
     return ServerProcess(cmd, port, log_path=log).start()
 
@@ -103,3 +103,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "
             return
         time.sleep(0.05)  # polling an observable condition, bounded by the deadline
     raise AssertionError(f"{what} not met in {timeout:g}s")
+
+
+def start_engine_gateway(tmp_path: Path, model: str, engine: dict[str, Any], timeout: float) -> ServerProcess:
+    """A gateway whose only backend is its own engine serving `model` (no auth, no response cache)."""
+    config = {"auth": {"mode": "none"}, "cache": {"enabled": False},
+              "backends": [{"name": "local", "type": "local", "models": [model], "engine": engine}]}
+    return start_gateway(config, tmp_path, env={"HF_HUB_OFFLINE": "1"}, timeout=timeout)
