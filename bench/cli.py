@@ -36,7 +36,7 @@ def _header(spec: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from gateway.sim.cli import parse_distribution
+    from sim.cli import parse_distribution
 
     p = argparse.ArgumentParser(
         prog="switchyard bench",
@@ -112,7 +112,7 @@ def _run(argv: list[str]) -> int:
     from bench.loadgen.target import TargetRefused
     from bench.loadgen.tokens import load_tokenizer
     from bench.loadgen.workloads import RequestOptions
-    from gateway.sim.config import Distribution
+    from sim.config import Distribution
 
     args = _parser().parse_args(argv)
     try:

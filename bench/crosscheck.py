@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.loadgen import BenchOptions, RequestOptions, run
 from bench.loadgen.processes import ManagedServer, free_port, sim_command
-from gateway.sim.config import Distribution
+from sim.config import Distribution
 
 
 def _tokenizer_dir(folder: Path) -> Path:

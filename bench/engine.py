@@ -1,4 +1,20 @@
-"""Local engine benchmark: one Poisson workload served four ways, on the bundled SmolLM2.
+"""Local engine benchmark on the bundled SmolLM2: against vLLM over HTTP, and against Hugging Face.
+
+`--workload chats` or `--workload prefix` (see `bench/chat_load.py`) serves the same streamed chats
+over HTTP from each system, one after the other with the machine to itself, prefix caching on in each:
+
+    switchyard        this gateway in front of its engine (`switchyard serve`), float32
+    switchyard-bf16   the same in bfloat16
+    vllm, vllm-bf16   vLLM's CPU build (`bench/vllm_cpu.py`), float32 and bfloat16
+
+The engine's default dtype on this CPU (`batching.devices.default_cpu_dtype`) is marked in the summary,
+and each system is compared with vLLM at the same dtype (throughput ratio, TTFT p99 ratio).
+
+    .venv/bin/python -m bench.engine --workload chats --repeat 3
+    .venv/bin/python -m bench.engine --workload prefix --systems switchyard,vllm
+
+`--workload poisson` (the default) is the in-process comparison with Hugging Face, one Poisson
+workload served four ways:
 
     (a) sequential   Hugging Face `generate`, one request at a time, first come first served
     (b) static       Hugging Face `generate` on batches of whatever has arrived (up to --batch), each
@@ -25,22 +41,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import random
 import statistics
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.measure import percentile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the engine's worker sets it: same OpenMP for all
 
 MODEL = "bundled:smollm2-135m-instruct"
+SERVED_NAME = "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)
@@ -73,15 +94,6 @@ def workload(
         jobs.append(Job(i, t, prompt, log_uniform(rng, *output_range)))
         t += rng.expovariate(rate)
     return jobs
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def summarise(name: str, jobs: list[Job], traces: list[Trace], start: float) -> dict[str, Any]:
@@ -301,6 +313,106 @@ def median_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+# -- over HTTP: this gateway and vLLM ------------------------------------------------------------
+
+
+def gateway_config(port: int, dtype: str, max_seqs: int, max_batch_tokens: int, kv_mb: int, threads: int | None,
+                   state_dir: str) -> dict[str, Any]:
+    engine: dict[str, Any] = {"model": MODEL, "devices": ["cpu"], "dtype": dtype, "max_num_seqs": max_seqs,
+                              "max_num_batched_tokens": max_batch_tokens, "kv_cache_memory_mb": kv_mb,
+                              "max_queue": 256, "enable_prefix_caching": True}
+    if threads:
+        engine["torch_threads"] = threads
+    return {
+        "server": {"port": port, "state_dir": state_dir},
+        "auth": {"mode": "none"},
+        "cache": {"enabled": False},  # a response cache would answer repeated turns without the engine
+        "router": {"enabled": False},
+        # Measure the engine, not the gateway's shedding, hedging or retries.
+        "relay": {"ttft_budget": {"interactive": 3600.0, "batch": 3600.0}, "hedge": False, "stall_timeout": 600.0},
+        "resilience": {"retries": 0},
+        "backends": [{"name": "local", "type": "local", "models": [SERVED_NAME], "engine": engine}],
+    }
+
+
+@contextlib.contextmanager
+def serve_switchyard(dtype: str, args: argparse.Namespace) -> Iterator[str]:
+    import yaml
+
+    from bench.loadgen.processes import ManagedServer, free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        path = os.path.join(tmp, "gateway.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(gateway_config(port, dtype, args.max_seqs, args.max_batch_tokens, args.kv_mb,
+                                          args.threads, os.path.join(tmp, "state")), f)
+        command = [sys.executable, "-m", "gateway", "serve", "--config", path]
+        with ManagedServer(command, port, ready_path="/readyz", timeout_s=900) as server:
+            yield server.url
+
+
+@contextlib.contextmanager
+def serve_vllm(dtype: str, args: argparse.Namespace) -> Iterator[str]:
+    from bench.vllm_cpu import VllmServer
+
+    # The same limits as the engine's: sequences and tokens per iteration (prefix caching is on in both).
+    limits = ["--max-num-seqs", str(args.max_seqs), "--max-num-batched-tokens", str(args.max_batch_tokens)]
+    with VllmServer(dtype=dtype, extra_args=limits) as server:  # type: ignore[arg-type]
+        yield server.url
+
+
+def run_http(args: argparse.Namespace) -> dict[str, Any]:
+    from batching.devices import cpu_flags, default_cpu_dtype
+    from bench.chat_load import chats_workload, prefix_workload, run_workload, summarise
+
+    if args.workload == "chats":
+        chats = chats_workload(args.requests or 32, args.seed)
+    else:
+        chats = prefix_workload(args.conversations, args.turns, args.seed)
+    expected = sum(sum(c.output_tokens) for c in chats)
+    with open("/proc/cpuinfo") as f:
+        default_dtype, why = default_cpu_dtype(cpu_flags(f.read()))
+    systems = args.systems.split(",") if args.systems != "engine,hf-cb,static,sequential" else [
+        "switchyard", "switchyard-bf16", "vllm", "vllm-bf16"]
+    launchers = {
+        "switchyard": lambda: serve_switchyard("float32", args),
+        "switchyard-bf16": lambda: serve_switchyard("bfloat16", args),
+        "vllm": lambda: serve_vllm("float32", args),
+        "vllm-bf16": lambda: serve_vllm("bfloat16", args),
+    }
+    print(f"workload {args.workload}: {len(chats)} conversations, {sum(len(c.turns) for c in chats)} requests, "
+          f"{expected} output tokens; default dtype here: {default_dtype} ({why})", file=sys.stderr)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in systems:  # one server at a time: each has the machine to itself
+        with launchers[name]() as url:
+            asyncio.run(run_workload(url, SERVED_NAME, chats[:2]))  # warm-up, not measured
+            runs = []
+            for _ in range(args.repeat):
+                outcome, seconds = asyncio.run(run_workload(url, SERVED_NAME, chats))
+                runs.append(summarise(name, outcome, seconds, expected))
+                print(json.dumps(runs[-1]), file=sys.stderr)
+        rows[name] = median_row(name, runs)
+        rows[name]["texts_digest"] = runs[-1]["texts_digest"]
+    summary: dict[str, Any] = {
+        "bench": "engine", "workload": args.workload, "requests": sum(len(c.turns) for c in chats),
+        "output_tokens": expected, "seed": args.seed, "repetitions": args.repeat,
+        "default_dtype": default_dtype, "default_dtype_reason": why, "systems": rows,
+    }
+    for mine, theirs in (("switchyard", "vllm"), ("switchyard-bf16", "vllm-bf16")):
+        if mine in rows and theirs in rows:
+            a, b = rows[mine], rows[theirs]
+            tag = "bf16" if "bf16" in mine else "fp32"
+            summary[f"{tag}_throughput_vs_vllm"] = round(a["output_tok_s"] / b["output_tok_s"], 3)
+            summary[f"{tag}_ttft_p99_vs_vllm"] = round(a["ttft_p99_s"] / b["ttft_p99_s"], 3)
+            summary[f"{tag}_same_text_as_vllm"] = a["texts_digest"] == b["texts_digest"]
+    default = "switchyard" if default_dtype == "float32" else "switchyard-bf16"
+    summary["default_system"] = default
+    if default in rows:
+        rows[default]["default_dtype"] = True
+    return summary
+
+
 async def amain(args: argparse.Namespace) -> None:
     import torch
 
@@ -379,6 +491,9 @@ async def amain(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=["poisson", "chats", "prefix"], default="poisson")
+    parser.add_argument("--conversations", type=int, default=8, help="prefix workload: conversations")
+    parser.add_argument("--turns", type=int, default=4, help="prefix workload: turns per conversation")
     parser.add_argument("--quick", action="store_true", help="a small workload (CI-sized)")
     parser.add_argument("--requests", type=int)
     parser.add_argument("--rate", type=float, help="mean arrivals per second (Poisson)")
@@ -390,7 +505,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every system")
     parser.add_argument("--systems", default="engine,hf-cb,static,sequential")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N, for every system alike")
-    asyncio.run(amain(parser.parse_args()))
+    args = parser.parse_args()
+    if args.workload == "poisson":
+        asyncio.run(amain(args))
+    else:
+        print(json.dumps(run_http(args)))
 
 
 if __name__ == "__main__":

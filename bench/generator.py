@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.loadgen import BenchOptions, RequestOptions, run
 from bench.loadgen.processes import ManagedServer, free_port, sim_command
-from gateway.sim.config import Distribution
+from sim.config import Distribution
 
 
 def _summary(url: str, **kw: Any) -> dict[str, Any]:

@@ -22,15 +22,9 @@ import sys
 import time
 from typing import Any
 
+from bench.measure import rss_mb
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * _PAGE / (1 << 20)
-
 
 def flatness(samples: list[float]) -> dict[str, float]:
     tenth = max(1, len(samples) // 10)

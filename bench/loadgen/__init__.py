@@ -6,7 +6,7 @@ Front door: `BenchOptions` + `run`/`run_benchmark` (one run, report dict), `Requ
 """
 
 from bench.loadgen.benchmark import BenchOptions, run, run_benchmark
-from bench.loadgen.http import HttpError, Pool, render_request
+from bench.loadgen.http import HttpError, Pool, fetch, request_bytes
 from bench.loadgen.prices import Price, parse_price, request_cost
 from bench.loadgen.record import RequestRecord, SseObserver
 from bench.loadgen.report import compare_reports, load_report, render_report, write_report
@@ -36,6 +36,7 @@ __all__ = [
     "coarse_ladder",
     "compare_reports",
     "distribution",
+    "fetch",
     "load_report",
     "load_tokenizer",
     "meets_slo",
@@ -44,7 +45,7 @@ __all__ = [
     "parse_target",
     "refine_ladder",
     "render_report",
-    "render_request",
+    "request_bytes",
     "request_cost",
     "run",
     "run_benchmark",

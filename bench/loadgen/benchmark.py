@@ -126,7 +126,7 @@ async def run_benchmark(opts: BenchOptions) -> tuple[dict[str, Any], list[list[R
                 load = Load("concurrency", float(opts.concurrency or 1))
             steps.extend(await one(load))
     finally:
-        runner.close()
+        await runner.aclose()
         if progress is not None:
             progress.finish()
 

@@ -20,6 +20,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Lay out, write and close the figure (pyplot keeps every open one alive)."""
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def plot_latency(records: Sequence[RequestRecord], path: str | Path, title: str) -> Path:
     """Histograms of TTFT, ITL, TPOT and end-to-end latency (ms) with their p50 and p99 marked."""
     import numpy as np
@@ -46,12 +56,7 @@ def plot_latency(records: Sequence[RequestRecord], path: str | Path, title: str)
         ax.set_xlabel("ms", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def plot_sweep(steps: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
@@ -80,9 +85,4 @@ def plot_sweep(steps: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)

@@ -85,20 +85,14 @@ def _take_choice(rec: RequestRecord, choice: dict[str, Any]) -> bool:
     if choice.get("finish_reason"):
         rec.finish_reason = choice["finish_reason"]
     delta = choice.get("delta")
-    if delta is None:  # completions endpoint
-        text = choice.get("text")
-        if text:
-            rec.output_chars += len(text)
-            if rec.text is not None:
-                rec.text.append(text)
-            return True
-        return False
-    content = delta.get("content")
-    if content:
-        rec.output_chars += len(content)
+    text = choice.get("text") if delta is None else delta.get("content")  # no delta: completions
+    if text:
+        rec.output_chars += len(text)
         if rec.text is not None:
-            rec.text.append(content)
+            rec.text.append(text)
         return True
+    if delta is None:
+        return False
     calls = delta.get("tool_calls")
     if calls:
         fn = calls[0].get("function") or {}

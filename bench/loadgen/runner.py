@@ -18,7 +18,7 @@ from time import perf_counter
 
 import orjson
 
-from bench.loadgen.http import HttpError, Pool, render_request
+from bench.loadgen.http import HttpError, Pool, fetch, request_bytes
 from bench.loadgen.record import RequestRecord, SseObserver, parse_json_response
 from bench.loadgen.shapes import Load, arrival_gaps
 from bench.loadgen.summary import error_kind
@@ -80,7 +80,7 @@ class Runner:
         headers = self.headers
         if rec.priority is not None:
             headers = {**headers, PRIORITY_HEADER: rec.priority}
-        data = render_request(
+        data = request_bytes(
             "POST", self.target.path(turn.endpoint), self.target.authority, headers, orjson.dumps(turn.body)
         )
         stream = rec.stream = turn.body.get("stream") is True
@@ -92,7 +92,7 @@ class Runner:
         self._in_flight += 1
         rec.start = perf_counter()
         try:
-            resp = await self.pool.request(data, observer, self.timeout_s)
+            resp = await fetch(self.pool, data, observer, self.timeout_s)
         except HttpError as exc:
             rec.end = perf_counter()
             rec.error = exc.kind
@@ -193,5 +193,5 @@ class Runner:
             await asyncio.sleep(0.5)
             self.progress(records, self._in_flight, perf_counter() - t0, label)
 
-    def close(self) -> None:
-        self.pool.close()
+    async def aclose(self) -> None:
+        await self.pool.aclose()

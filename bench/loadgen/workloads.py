@@ -17,7 +17,7 @@ from typing import Any
 from bench.loadgen.corpus import paraphrase_pairs, synthetic_prompt, synthetic_tools
 from bench.loadgen.record import RequestRecord
 from bench.loadgen.tokens import ApproxTokenizer, TokenCounter
-from gateway.sim.config import Distribution
+from sim.config import Distribution
 
 __all__ = ["WORKLOADS", "Phase", "RequestOptions", "Session", "Turn", "Workload", "build_workload"]
 
