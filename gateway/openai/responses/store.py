@@ -8,13 +8,16 @@ the whole conversation up to and including this response's output, as input item
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import Overloaded
 from gateway.types import JSON
@@ -23,6 +26,12 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 __all__ = ["MemoryResponseStore", "RedisResponseStore", "ResponseStore"]
+
+T = TypeVar("T")
+
+# Errors worth asking again: the call may go through a moment later. Others (a wrong type, an
+# authentication error) would fail the same way again.
+_TRANSIENT = (RedisTimeoutError, RedisConnectionError, TimeoutError, OSError)
 
 
 class ResponseStore(Protocol):
@@ -73,35 +82,46 @@ class MemoryResponseStore:
 
 
 class RedisResponseStore:
-    """Records in Redis under `<prefix><tenant>:<id>`, expiring after the TTL. Redis being
-    unreachable is a 503: a conversation must not continue from a state it cannot read."""
+    """Records in Redis under `<prefix><tenant>:<id>`, expiring after the TTL.
 
-    def __init__(self, redis: Redis, prefix: str, ttl: float):
+    The shared Redis client gives up quickly (its other users have a fallback), but a conversation
+    has none: it cannot continue from a state it cannot read, and its turn will take far longer
+    than a second upstream anyway. So a call that fails transiently is asked again, with backoff,
+    for up to `patience` seconds; only then is Redis being unreachable a 503."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl: float, patience: float = 2.0):
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl * 1000))
+        self.patience = patience
 
     def _key(self, tenant: str, response_id: str) -> str:
         return f"{self.prefix}{tenant}:{response_id}"
 
     async def get(self, tenant: str, response_id: str) -> JSON | None:
-        try:
-            data = await self.redis.get(self._key(tenant, response_id))
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+        data = await self._call(lambda: self.redis.get(self._key(tenant, response_id)))
         return orjson.loads(data) if data else None
 
     async def put(self, tenant: str, response_id: str, record: JSON) -> None:
-        try:
-            await self.redis.set(self._key(tenant, response_id), orjson.dumps(record), px=self.ttl_ms)
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+        data = orjson.dumps(record)
+        await self._call(lambda: self.redis.set(self._key(tenant, response_id), data, px=self.ttl_ms))
 
     async def delete(self, tenant: str, response_id: str) -> bool:
-        try:
-            return bool(await self.redis.delete(self._key(tenant, response_id)))
-        except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+        return bool(await self._call(lambda: self.redis.delete(self._key(tenant, response_id))))
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.patience
+        backoff = 0.05
+        while True:
+            try:
+                return await op()
+            except _TRANSIENT as exc:
+                if time.monotonic() + backoff > deadline:
+                    raise _unavailable(exc) from None
+            except RedisError as exc:
+                raise _unavailable(exc) from None
+            await asyncio.sleep(backoff)  # backoff between tries, not synchronisation
+            backoff = min(2 * backoff, 0.4)
 
 
 def _unavailable(exc: BaseException) -> Overloaded:
