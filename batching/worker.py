@@ -8,6 +8,7 @@ reports as `WorkerFailed` first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing import parent_process
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batching.allocator import keep_freed_memory, return_free_memory
@@ -62,6 +64,8 @@ class WorkerSpec:
 def worker_main(spec: WorkerSpec, inbox: Queue[Any], outbox: Connection) -> None:
     # The pool stops workers itself; a terminal's Ctrl-C must not kill them mid-step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # its name in ps and top (Linux): a worker is told apart at a glance
+        Path("/proc/self/comm").write_text("sy-engine")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine whose cores are
     # shared (with the gateway, other workers, anything), spinning threads make every parallel region

@@ -30,7 +30,8 @@ off).
 The response cache and the router's feedback are capped low (300 entries, 100 examples per scope)
 so that they are full by the end of warm-up, and stored responses reach their steady number within
 one TTL. Every --sample-seconds the gateway's resident set size is read (psutil if installed, else
-/proc), and its child processes' together (the engine's workers and the span export process). The
+/proc), and its child processes' by name (`sy-engine`: the engine's workers; `sy-span-export`: the span
+export process). The
 first tenth of the run is warm-up (caches, pools, allocator arenas and the router's catalogues
 fill). Memory growth is the least-squares slope of the samples after warm-up, per hour, as a share
 of the post-warm-up start; latency drift compares the p99 of the first tenth of the post-warm-up

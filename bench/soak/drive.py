@@ -141,6 +141,16 @@ async def send(client: httpx.AsyncClient, url: str, req: Request, timeout: float
         return ended or ("truncated", None)  # read to the end: a stream must also close after its last event
 
 
+def _rss_by_name(pids: list[int]) -> dict[str, float]:
+    """RSS summed per process name (the engine's workers and the span exporter name themselves)."""
+    total: dict[str, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            total[name] = total.get(name, 0.0) + rss_mb(pid)
+    return total
+
+
 def _error_status(status: int, raw: bytes) -> str:
     error = orjson.loads(raw).get("error") or {}  # OpenAI's and Anthropic's shapes both have "error"
     return f"error_status:{status}:{str(error.get('message', ''))[:60]}"
@@ -270,7 +280,8 @@ async def _drive(
                 now = time.perf_counter() - started
                 book.memory.append((now, rss_mb(pid)))
                 with contextlib.suppress(OSError):
-                    book.workers.append((now, sum(rss_mb(c) for c in children(pid))))
+                    for name, mb in _rss_by_name(children(pid)).items():
+                        book.children.setdefault(name, []).append((now, mb))
                 await asyncio.sleep(args.sample_seconds)  # the sampling period
 
         sampler = asyncio.ensure_future(sample())

@@ -28,7 +28,8 @@ class Outcome:
 class Book:
     outcomes: list[Outcome] = field(default_factory=list)
     memory: list[tuple[float, float]] = field(default_factory=list)
-    workers: list[tuple[float, float]] = field(default_factory=list)
+    # The gateway's child processes by name (sy-engine, sy-span-export, ...): RSS samples of each name's sum.
+    children: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def summarize(
@@ -72,7 +73,7 @@ def summarize(
         "unexpected_examples": dict(Counter(f"{o.kind}:{o.result}" for o in unexpected).most_common(5)),
         "memory_gateway": growth(book.memory, warmup),
         "memory_trace_mb": trace(book.memory, elapsed),
-        "memory_engine_workers": growth(book.workers, warmup) if book.workers else None,
+        "memory_children": {name: growth(samples, warmup) for name, samples in sorted(book.children.items())},
         "latency": {
             "window_s": round(window, 1),
             "p50_first_s": round(percentile(first, 0.5, 0.0), 4),

@@ -16,6 +16,7 @@ import pickle
 import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.telemetry.config import TracingConfig
@@ -106,6 +107,8 @@ def export_main(config: TracingConfig, conn: Connection, counts: SynchronizedArr
     # cannot keep up, the gateway's buffer fills and spans are dropped (and counted), as intended.
     with contextlib.suppress(OSError):
         os.nice(19)
+    with contextlib.suppress(OSError):  # its name in ps and top (Linux), where it is told apart from the workers
+        Path("/proc/self/comm").write_text("sy-span-export")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope

@@ -24,7 +24,16 @@ from batching import (
     SamplingParams,
     WorkerPool,
 )
+from batching.devices import cpu_flags, default_cpu_dtype
 from tests.batching.conftest import hf_greedy
+
+# What dtype "auto" picks here: bfloat16 where this CPU computes it natively, else float32.
+AUTO_DTYPE = default_cpu_dtype(cpu_flags(Path("/proc/cpuinfo").read_text()))[0]
+
+
+def process_name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -76,7 +85,9 @@ async def test_start_makes_the_pool_ready(pool: WorkerPool) -> None:
     assert pool.ready and pool.load_seconds > 0 and stats["ready"]
     worker = stats["workers"][0]
     assert worker["state"] == "ready" and worker["device"] == "cpu" and worker["kv_blocks"] > 0
-    assert worker["max_model_len"] == 256 and worker["dtype"] == "float32"
+    assert worker["max_model_len"] == 256 and worker["dtype"] == AUTO_DTYPE
+    # ps and top name the worker (Linux), so an operator tells it from the gateway at a glance
+    assert process_name(worker["pid"]) == "sy-engine"
 
 
 async def test_staggered_concurrent_requests_match_generate_alone(pool: WorkerPool, hf_model: Any) -> None:
