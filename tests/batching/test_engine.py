@@ -17,9 +17,13 @@ from batching.models import resolve_model
 from batching.params import SamplingParams
 from batching.runner import ModelRunner, RunnerOptions
 from batching.sequence import Priority
-from tests.batching.conftest import hf_greedy
+from tests.batching.conftest import REFERENCE_DTYPE, hf_greedy
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32)
+
+
+# The reference dtype: the exact-match tests compare token for token (tests/batching/conftest.py).
+REFERENCE_OPTIONS = RunnerOptions(max_model_len=256, block_size=4, dtype=REFERENCE_DTYPE)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def hf_model(tiny_model_dir: Path) -> Any:
 @pytest.fixture(scope="module")
 def runner(tiny_model_dir: Path) -> ModelRunner:
     torch.set_num_threads(1)
-    return ModelRunner(resolve_model(str(tiny_model_dir)), RunnerOptions(max_model_len=256, block_size=4))
+    return ModelRunner(resolve_model(str(tiny_model_dir)), REFERENCE_OPTIONS)
 
 
 def engine(runner: ModelRunner, **config: Any) -> Engine:
@@ -180,7 +184,7 @@ def family_model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
 
 def test_llama_family_architectures_match_generate(family_model: tuple[Any, Path]) -> None:
     model, directory = family_model
-    family_runner = ModelRunner(resolve_model(str(directory)), RunnerOptions(max_model_len=256, block_size=4))
+    family_runner = ModelRunner(resolve_model(str(directory)), REFERENCE_OPTIONS)
     batch = prompts([7, 30, 12], vocab=300, seed=7)
     got = run(engine(family_runner, max_num_batched_tokens=12), [(p, GREEDY) for p in batch])
     for i, prompt in enumerate(batch):

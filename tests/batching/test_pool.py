@@ -24,11 +24,7 @@ from batching import (
     SamplingParams,
     WorkerPool,
 )
-from batching.devices import cpu_flags, default_cpu_dtype
-from tests.batching.conftest import hf_greedy
-
-# What dtype "auto" picks here: bfloat16 where this CPU computes it natively, else float32.
-AUTO_DTYPE = default_cpu_dtype(cpu_flags(Path("/proc/cpuinfo").read_text()))[0]
+from tests.batching.conftest import REFERENCE_DTYPE, hf_greedy
 
 
 def process_name(pid: int) -> str:
@@ -48,7 +44,7 @@ def hf_model(tiny_model_dir: Path) -> Any:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pool(tiny_model_dir: Path) -> AsyncIterator[WorkerPool]:
-    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu"], max_num_seqs=4,
+    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu"], dtype=REFERENCE_DTYPE, max_num_seqs=4,
                               max_num_batched_tokens=32, max_model_len=256, block_size=4, kv_cache_memory_mb=8)
     pool = WorkerPool(settings)
     await pool.start()
@@ -58,8 +54,8 @@ async def pool(tiny_model_dir: Path) -> AsyncIterator[WorkerPool]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def one_slot_pool(tiny_model_dir: Path) -> AsyncIterator[WorkerPool]:
-    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu"], max_num_seqs=1, max_queue=1,
-                              max_model_len=512, kv_cache_memory_mb=8)
+    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu"], dtype=REFERENCE_DTYPE, max_num_seqs=1,
+                              max_queue=1, max_model_len=512, kv_cache_memory_mb=8)
     pool = WorkerPool(settings)
     await pool.start()
     yield pool
@@ -85,7 +81,7 @@ async def test_start_makes_the_pool_ready(pool: WorkerPool) -> None:
     assert pool.ready and pool.load_seconds > 0 and stats["ready"]
     worker = stats["workers"][0]
     assert worker["state"] == "ready" and worker["device"] == "cpu" and worker["kv_blocks"] > 0
-    assert worker["max_model_len"] == 256 and worker["dtype"] == AUTO_DTYPE
+    assert worker["max_model_len"] == 256 and worker["dtype"] == REFERENCE_DTYPE
     # ps and top name the worker (Linux), so an operator tells it from the gateway at a glance
     assert process_name(worker["pid"]) == "sy-engine"
 
@@ -200,7 +196,7 @@ async def test_full_queues_refuse_with_overloaded(one_slot_pool: WorkerPool) -> 
 
 
 async def test_two_workers_share_the_load_and_answer_alike(tiny_model_dir: Path, hf_model: Any) -> None:
-    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu", "cpu"], max_num_seqs=4,
+    settings = EngineSettings(model=str(tiny_model_dir), devices=["cpu", "cpu"], dtype=REFERENCE_DTYPE, max_num_seqs=4,
                               max_model_len=512, kv_cache_memory_mb=8)
     pool = WorkerPool(settings)
     await pool.start()

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from batching import EngineError, EngineSettings, GenerationOutput, GenerationRequest, SamplingParams, WorkerPool
-from tests.batching.conftest import hf_greedy
+from tests.batching.conftest import REFERENCE_DTYPE, hf_greedy
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ async def collect(pool: WorkerPool, request: GenerationRequest,
 
 
 async def test_a_killed_worker_fails_its_requests_and_is_replaced(tiny_model_dir: Path, hf_model: Any) -> None:
-    pool = WorkerPool(EngineSettings(model=str(tiny_model_dir), devices=["cpu"], max_model_len=512,
-                                     kv_cache_memory_mb=8, restart_backoff_s=0))
+    pool = WorkerPool(EngineSettings(model=str(tiny_model_dir), devices=["cpu"], dtype=REFERENCE_DTYPE,
+                                     max_model_len=512, kv_cache_memory_mb=8, restart_backoff_s=0))
     await pool.start()
     try:
         endless = SamplingParams(temperature=0.0, max_tokens=500, ignore_eos=True)
@@ -66,7 +66,7 @@ async def test_a_killed_worker_fails_its_requests_and_is_replaced(tiny_model_dir
 async def test_preemption_under_a_tight_kv_budget_returns_every_request(tiny_model_dir: Path,
                                                                         hf_model: Any) -> None:
     # 24 blocks of 4 tokens (96) for six sequences that each grow to 50-60 tokens.
-    pool = WorkerPool(EngineSettings(model=str(tiny_model_dir), devices=["cpu"], max_num_seqs=6,
+    pool = WorkerPool(EngineSettings(model=str(tiny_model_dir), devices=["cpu"], dtype=REFERENCE_DTYPE, max_num_seqs=6,
                                      max_num_batched_tokens=32, max_model_len=96, block_size=4, kv_cache_blocks=24))
     await pool.start()
     try:
@@ -100,7 +100,7 @@ async def test_start_failures_are_reported(tiny_model_dir: Path, tmp_path: Path,
 
         GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(tmp_path)
         model_dir = tmp_path
-    pool = WorkerPool(EngineSettings(model=str(model_dir), devices=["cpu"], **overrides))
+    pool = WorkerPool(EngineSettings(model=str(model_dir), devices=["cpu"], dtype=REFERENCE_DTYPE, **overrides))
     with pytest.raises(EngineError, match=message):
         await pool.start()
     assert not pool.ready

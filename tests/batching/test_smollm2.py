@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from batching import EngineSettings, GenerationOutput, GenerationRequest, SamplingParams, WorkerPool
+from batching.devices import cpu_flags, default_cpu_dtype
 from batching.models import bundled_model_path
-from tests.batching.conftest import hf_greedy
+from tests.batching.conftest import REFERENCE_DTYPE, hf_greedy
+
+# What the engine's default ("auto") runs in on this CPU: bfloat16 where it computes it natively.
+AUTO_DTYPE = default_cpu_dtype(cpu_flags(Path("/proc/cpuinfo").read_text()))[0]
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -34,8 +39,8 @@ def load_hf_model() -> Any:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served() -> AsyncIterator[tuple[WorkerPool, Any]]:
     """The pool and the reference model, loaded side by side."""
-    pool = WorkerPool(EngineSettings(max_num_seqs=4, max_num_batched_tokens=64, max_model_len=1024,
-                                     kv_cache_memory_mb=256))
+    pool = WorkerPool(EngineSettings(dtype=REFERENCE_DTYPE, max_num_seqs=4, max_num_batched_tokens=64,
+                                     max_model_len=1024, kv_cache_memory_mb=256))
     reference = asyncio.ensure_future(asyncio.to_thread(load_hf_model))
     try:
         await pool.start()
@@ -70,3 +75,31 @@ async def test_staggered_chats_match_generate_alone(served: tuple[WorkerPool, An
         texts.append("".join(o.text for o in outputs))
         assert texts[-1] == pool.decode(expected)
     assert "Paris" in texts[0]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+@pytest.mark.skipif(AUTO_DTYPE == "float32", reason="the default is float32 on this CPU: the test above is it")
+async def test_the_default_bfloat16_answers_as_float32_does(served: tuple[WorkerPool, Any]) -> None:
+    """bfloat16 is not bit for bit float32: greedy paths part once two logits are closer than its
+    precision. It must still give the same answers, and the same opening tokens."""
+    _, hf_model = served
+    pool = WorkerPool(EngineSettings(max_num_seqs=4, max_model_len=1024, kv_cache_memory_mb=256))
+    await pool.start()
+    try:
+        assert pool.stats()["workers"][0]["dtype"] == "bfloat16"
+        agreed, texts = [], []
+        for chat in CHATS:
+            prompt = pool.render_chat([{"role": "user", "content": chat}])
+            request = GenerationRequest(prompt, SamplingParams(temperature=0.0, max_tokens=20))
+            got = [t for o in await collect(pool, request, asyncio.Event()) for t in o.token_ids]
+            expected = hf_greedy(hf_model, prompt, 20)
+            agreed.append(common_prefix(got, expected))
+            texts.append(pool.decode(got))
+    finally:
+        await pool.aclose()
+    print("bfloat16 agrees with float32 for the first", agreed, "tokens")
+    assert "Paris" in texts[0]
+    assert min(agreed) >= 5, agreed
