@@ -130,6 +130,7 @@ class Ledger:
             metrics.labelled(metrics.LEDGER_ROWS, self.sink.name, "dropped").inc()
             return
         self._rows.append(row)
+        metrics.LEDGER_BUFFERED.set(len(self._rows))
         if len(self._rows) >= self.settings.batch_rows:
             self._wake.set()
 

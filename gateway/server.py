@@ -205,7 +205,9 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int, source: Se
                 continue
             proc.join()
             del procs[index]
-            if proc.exitcode != 0:
+            # A worker still starting has no handler for the signal yet, so the forwarded SIGTERM
+            # ends it outright; it had not begun serving, so nothing was lost.
+            if proc.exitcode != 0 and not (stopping and proc.exitcode == -signal.SIGTERM):
                 failed = True
                 log.error("gateway worker %d exited with status %s", index, proc.exitcode)
             if not stopping:
