@@ -16,15 +16,14 @@ import httpx
 import orjson
 import pytest
 
-from tests.batching.conftest import build_tiny_llama, build_tokenizer
 from tests.faults.conftest import FaultTable
 from tests.faults.oracle import Seen, assert_answered, eventually, observe, recovery_time
 from tests.support.processes import ServerProcess
-from tests.support.stack import metric_value, start_gateway
+from tests.support.stack import TINY_MODEL, metric_value, start_gateway, tiny_engine
 
 pytestmark = pytest.mark.slow  # a model to build and load, a worker to restart: about a minute
 
-MODEL = "tiny-llama"
+MODEL = TINY_MODEL
 MAX_NUM_SEQS, MAX_QUEUE = 2, 2  # a worker holds at most four requests
 LONG: dict[str, Any] = {
     "model": MODEL,
@@ -39,19 +38,7 @@ SHORT: dict[str, Any] = {**LONG, "max_tokens": 4}
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("engine-faults")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    build_tiny_llama(model_dir, build_tokenizer(model_dir))
-    engine = {
-        "model": str(model_dir),
-        "devices": ["cpu"],
-        "max_num_seqs": MAX_NUM_SEQS,
-        "max_queue": MAX_QUEUE,
-        "max_num_batched_tokens": 64,
-        "max_model_len": 512,
-        "warmup": False,
-        "restart_backoff_s": 0.2,
-    }
+    engine = tiny_engine(tmp, max_positions=512, max_num_seqs=MAX_NUM_SEQS, max_queue=MAX_QUEUE, restart_backoff_s=0.2)
     config = {
         "auth": {"mode": "none"},
         "cache": {"enabled": False},

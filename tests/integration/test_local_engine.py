@@ -12,28 +12,16 @@ import httpx
 import openai
 import pytest
 
-from tests.batching.conftest import build_tiny_llama, build_tokenizer
 from tests.support.processes import ServerProcess
-from tests.support.stack import metric_value, start_engine_gateway
+from tests.support.stack import TINY_MODEL, metric_value, start_engine_gateway, tiny_engine
 
-MODEL = "tiny-llama"
+MODEL = TINY_MODEL
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("local-engine")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    build_tiny_llama(model_dir, build_tokenizer(model_dir), max_positions=2048)
-    engine = {
-        "model": str(model_dir),
-        "devices": ["cpu"],
-        "max_num_seqs": 4,
-        "max_num_batched_tokens": 64,
-        "max_model_len": 2048,
-        "warmup": False,
-    }
-    gw = start_engine_gateway(tmp, MODEL, engine, timeout=180)
+    gw = start_engine_gateway(tmp, MODEL, tiny_engine(tmp), timeout=180)
     try:
         yield gw
     finally:

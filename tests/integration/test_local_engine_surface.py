@@ -17,22 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from tests.batching.conftest import build_tiny_llama, build_tokenizer
 from tests.support.processes import ServerProcess
-from tests.support.stack import start_engine_gateway
+from tests.support.stack import TINY_MODEL, start_engine_gateway, tiny_engine
 
-MODEL = "tiny-llama"
+MODEL = TINY_MODEL
 ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("engine-surface")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    build_tiny_llama(model_dir, build_tokenizer(model_dir), max_positions=2048)  # tools make long prompts
-    engine = {"model": str(model_dir), "devices": ["cpu"], "max_num_seqs": 8, "max_num_batched_tokens": 256,
-              "max_model_len": 2048, "warmup": False}
+    engine = tiny_engine(tmp, max_num_seqs=8, max_num_batched_tokens=256)  # 2,048 positions: tools make long prompts
     gw = start_engine_gateway(tmp, MODEL, engine, timeout=180)
     try:
         yield gw

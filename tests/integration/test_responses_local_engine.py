@@ -12,10 +12,9 @@ import jsonschema
 import openai
 import pytest
 
-from tests.batching.conftest import build_tiny_llama, build_tokenizer
-from tests.support.stack import start_engine_gateway
+from tests.support.stack import TINY_MODEL, start_engine_gateway, tiny_engine
 
-MODEL = "tiny-llama"
+MODEL = TINY_MODEL
 WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
@@ -32,11 +31,7 @@ WEATHER: Any = {
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     tmp = tmp_path_factory.mktemp("engine-responses")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    build_tiny_llama(model_dir, build_tokenizer(model_dir), max_positions=2048)
-    engine = {"model": str(model_dir), "devices": ["cpu"], "max_num_seqs": 8, "max_num_batched_tokens": 256,
-              "max_model_len": 2048, "warmup": False}  # fmt: skip
+    engine = tiny_engine(tmp, max_num_seqs=8, max_num_batched_tokens=256)
     gateway = start_engine_gateway(tmp, MODEL, engine, timeout=180)
     try:
         with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0, timeout=60) as sdk:

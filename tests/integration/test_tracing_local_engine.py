@@ -10,12 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.batching.conftest import build_tiny_llama, build_tokenizer
 from tests.support.otlp import OTLPReceiver, assert_nowhere, log_lines
 from tests.support.processes import ServerProcess
-from tests.support.stack import start_gateway, wait_for
+from tests.support.stack import TINY_MODEL, start_gateway, tiny_engine, wait_for
 
-MODEL = "tiny-llama"
+MODEL = TINY_MODEL
 KEY = "sk-engine-trace-0123456789abcdef"
 PROMPT = "Tell the lighthouse keeper in Reykjavik which umbrella to buy"
 
@@ -31,9 +30,6 @@ def engine_gateway(
     receiver: OTLPReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, Path]]:
     tmp = tmp_path_factory.mktemp("traced-engine")
-    model_dir = tmp / "model"
-    model_dir.mkdir()
-    build_tiny_llama(model_dir, build_tokenizer(model_dir), max_positions=2048)
     log = tmp / "requests.jsonl"
     config = {
         "auth": {"mode": "none"},
@@ -44,14 +40,7 @@ def engine_gateway(
                 "name": "local",
                 "type": "local",
                 "models": [MODEL],
-                "engine": {
-                    "model": str(model_dir),
-                    "devices": ["cpu"],
-                    "max_num_seqs": 4,
-                    "max_num_batched_tokens": 64,
-                    "max_model_len": 2048,
-                    "warmup": False,
-                },
+                "engine": tiny_engine(tmp),
             }
         ],
     }

@@ -110,3 +110,19 @@ def start_engine_gateway(tmp_path: Path, model: str, engine: dict[str, Any], tim
     config = {"auth": {"mode": "none"}, "cache": {"enabled": False},
               "backends": [{"name": "local", "type": "local", "models": [model], "engine": engine}]}
     return start_gateway(config, tmp_path, env={"HF_HUB_OFFLINE": "1"}, timeout=timeout)
+
+
+TINY_MODEL = "tiny-llama"
+
+
+def tiny_engine(tmp_path: Path, max_positions: int = 2048, **settings: Any) -> dict[str, Any]:
+    """Engine settings for a tiny random Llama (a real BPE tokenizer) built under `tmp_path`: cheap to
+    load and run, for tests of what the gateway does around an engine rather than of its answers."""
+    from tests.batching.conftest import build_tiny_llama, build_tokenizer
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    build_tiny_llama(model_dir, build_tokenizer(model_dir), max_positions=max_positions)
+    engine = {"model": str(model_dir), "devices": ["cpu"], "max_num_seqs": 4, "max_num_batched_tokens": 64,
+              "max_model_len": max_positions, "warmup": False}  # fmt: skip
+    return {**engine, **settings}
