@@ -103,7 +103,12 @@ async def test_heavy_tail_shows_in_p99_and_goodput(sim: ServerProcess) -> None:
     configure(sim, ttft_ms={"kind": "fixed", "value": 10, "tail_fraction": 0.2, "tail_factor": 10})
     report, _ = await bench(sim, concurrency=8, requests=300, slo={"ttft": 0.05})
     s = report["steps"][0]["summary"]
-    assert close_to(s["ttft_ms"]["p50"], 10) and close_to(s["ttft_ms"]["p99"], 100)
+    t = s["ttft_ms"]
+    # a fifth of the requests are 100 ms slow: p90 lands inside the tail, and p99 (the 3 slowest of
+    # 300) is never under it. p99 has no tight upper bound: one scheduler stall on a shared host
+    # shows in the 3 slowest requests, and a bench that hid it would be wrong.
+    assert close_to(t["p50"], 10) and close_to(t["p90"], 100), t
+    assert 100 - EARLY_MS <= t["p99"] <= t["max"] < 1000, t
     assert 0.72 <= s["goodput"]["fraction"] <= 0.88  # 20% of requests are 100 ms slow
 
 
