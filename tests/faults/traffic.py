@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from bench.soak.workload import TOPICS
 from tests.faults.oracle import Seen, observe
 
 __all__ = ["Sent", "Traffic", "tools"]
@@ -17,24 +18,7 @@ __all__ = ["Sent", "Traffic", "tools"]
 
 def tools(n: int, prefix: str = "tool") -> list[dict[str, Any]]:
     """`n` distinct function tools (more than the router's threshold makes it narrow)."""
-    topics = [
-        "weather",
-        "flights",
-        "hotels",
-        "email",
-        "calendar",
-        "stocks",
-        "recipes",
-        "music",
-        "invoices",
-        "tickets",
-        "parcels",
-        "payments",
-        "contacts",
-        "documents",
-        "translation",
-        "reminders",
-    ]
+    topics = TOPICS[:16]
     out = []
     for i in range(n):
         topic = topics[i % len(topics)]
