@@ -64,8 +64,8 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
 
 def default_cpu_dtype(flags: frozenset[str]) -> tuple[str, str]:
     """The CPU's default dtype and why: bfloat16 where the CPU computes it natively, else float32.
-    Both give the same greedy output as float32 on the engine's correctness tests (bfloat16 is not bit
-    for bit the same on every prompt; see `bench/engine.py` for both)."""
+    bfloat16's greedy path parts from float32's after some tokens but gives the same answers on the
+    bundled model (`tests/batching/test_smollm2.py` holds it to that; `bench/engine.py` times both)."""
     native = [f for f in _BF16_FLAGS if f in flags]
     if native:
         return "bfloat16", f"the CPU has {', '.join(native)}"
