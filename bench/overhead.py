@@ -6,6 +6,7 @@
     python -m bench.overhead --tracing             # also the same gateway tracing every request
     python -m bench.overhead --baseline-cmd "..."  # also another gateway (an older checkout, say)
     python -m bench.overhead --spend               # also a gateway with keys, budgets and spend on (Redis)
+    python -m bench.overhead --spend --spend-baseline-cmd "..."  # ... and another such gateway ({config}, {port})
 
 Measures, with `switchyard bench`'s client, against a zero-latency sim (16 output tokens):
 - added latency p50/p99 at concurrency 1: whole non-streamed response, and time to the first
@@ -19,7 +20,8 @@ over the gateway with tracing off. With `--baseline-cmd` another gateway is meas
 the same rounds: a gateway whose client key was made with the admin API and carries key, team and
 tenant budgets (daily, far from reached), prices on, the ledger writing to a Redis stream,
 everything in the Redis at `--redis` under a prefix of its own; `added_spend` is what it adds over
-the sim. The last line printed is a JSON summary.
+the sim; `--spend-baseline-cmd` adds another gateway on its own such configuration, and
+`spend_vs_baseline` is what the spend gateway adds over it. The last line printed is a JSON summary.
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ async def measure(
     if "spend" in out:
         a = out["added_spend"] = _added(out["spend"], out["direct"])
         out.setdefault("goals", {})["spend_added_p50_le_0.35ms"] = max(a["e2e_p50_ms"], a["first_chunk_p50_ms"]) <= 0.35
+    if "spend_baseline" in out:
+        out["spend_vs_baseline"] = _added(out["spend"], out["spend_baseline"])
     return out
 
 
@@ -188,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-cmd", help="also this gateway command ({upstream} and {port} filled in)")
     p.add_argument("--spend", action="store_true", help="also measure a gateway with keys, budgets and spend on")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the Redis that --spend uses")
+    p.add_argument(
+        "--spend-baseline-cmd", help="with --spend, also this gateway command on its own spend configuration "
+        "({config} and {port} filled in)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     sim_port = free_port()
     with contextlib.ExitStack() as servers:
@@ -211,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
                     "OTEL_BSP_SCHEDULE_DELAY": "200",
                 }
                 urls["gateway_traced"] = _gateway(servers, args.gateway_cmd, sim.url, args.gateway_ready, env)
-            if args.spend:
+            spend_targets = {"spend": SPEND_GATEWAY} if args.spend else {}
+            if args.spend and args.spend_baseline_cmd:
+                spend_targets["spend_baseline"] = args.spend_baseline_cmd
+            for name, template in spend_targets.items():
                 admin_key = "sk-bench-admin-" + secrets.token_hex(8)
                 config = servers.enter_context(_spend_config(sim.url, args.redis, admin_key))
-                cmd = SPEND_GATEWAY.format(config=config, port="{port}")
-                urls["spend"] = _gateway(servers, cmd, sim.url, "/readyz")
-                headers["spend"] = {"authorization": f"Bearer {_spend_key(urls['spend'], admin_key)}"}
+                urls[name] = _gateway(servers, template.format(config=config, port="{port}"), sim.url, "/readyz")
+                headers[name] = {"authorization": f"Bearer {_spend_key(urls[name], admin_key)}"}
         result = run_loop(measure(urls, args.requests, args.rps_requests, args.rounds, headers))
         if args.tracing:
             result["gateway_traced"]["spans_received"] = httpx.get(sink.url + "/stats").json()["spans"]
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:8s} e2e p50 {r['e2e_ms']['p50']:.3f} ms p99 {r['e2e_ms']['p99']:.3f} ms | first chunk p50 "
             f"{r['ttft_ms']['p50']:.3f} ms p99 {r['ttft_ms']['p99']:.3f} ms | c=32 {r['max_rps_c32']:,.0f} req/s"
         )
-    for key in ("tracing_added", "off_vs_baseline", "added_spend"):
+    for key in ("tracing_added", "off_vs_baseline", "added_spend", "spend_vs_baseline"):
         if key in result:
             a = result[key]
             print(
