@@ -63,7 +63,9 @@ class ServerSettings(_Section):
     drain_seconds: float = Field(30.0, ge=0, description="how long in-flight streams may run after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
     state_dir: str = Field(
-        "~/.local/state/switchyard", description="where state lives without Redis (the tool router's learning)"
+        "~/.local/state/switchyard",
+        description="where state lives without Redis (the tool router's learning)",
+        validate_default=True,  # the default's "~" is expanded too, not made a folder named "~"
     )
     watch_config: bool = Field(True, description="reload when the config file changes (SIGHUP always reloads)")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,14 @@ def test_keys_are_required_unless_development_mode_is_chosen() -> None:
     with pytest.raises(ConfigError, match=r"auth\.mode: none"):
         load_settings(environ={})
     assert load_settings(environ={}, overrides=DEV).auth.mode == "none"
+
+
+def test_the_default_state_dir_is_under_home_not_a_folder_named_tilde(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = load_settings(environ={}, overrides=DEV).server.state_dir
+    assert default == os.path.expanduser("~/.local/state/switchyard") and "~" not in default
+    monkeypatch.setenv("HOME", "/home/ada")
+    given = load_settings(environ={}, overrides={**DEV, "server": {"state_dir": "~/state"}})
+    assert given.server.state_dir == "/home/ada/state"
 
 
 def test_environment_overrides() -> None:
