@@ -52,7 +52,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Defaults pass the validators a given value does (pydantic skips them otherwise: the default
+    # state_dir's "~" was once made a folder of that name).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ServerSettings(_Section):
@@ -63,9 +65,7 @@ class ServerSettings(_Section):
     drain_seconds: float = Field(30.0, ge=0, description="how long in-flight streams may run after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
     state_dir: str = Field(
-        "~/.local/state/switchyard",
-        description="where state lives without Redis (the tool router's learning)",
-        validate_default=True,  # the default's "~" is expanded too, not made a folder named "~"
+        "~/.local/state/switchyard", description="where state lives without Redis (the tool router's learning)"
     )
     watch_config: bool = Field(True, description="reload when the config file changes (SIGHUP always reloads)")
 
