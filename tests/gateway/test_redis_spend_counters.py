@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
-from gateway import metrics
 from gateway.budgets import Counter, RedisSpendCounters
 from tests.support.processes import RedisServer
 
@@ -25,6 +25,10 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     r = aioredis.Redis.from_url(redis_server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
     yield r
     await r.aclose()
+
+
+def spend_store_errors() -> float:
+    return REGISTRY.get_sample_value("switchyard_store_errors_total", {"store": "spend"}) or 0.0
 
 
 async def script_calls(r: aioredis.Redis) -> int:
@@ -79,12 +83,11 @@ async def test_settlements_redis_cannot_take_are_counted_and_the_next_ones_land(
     redis_server: RedisServer, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     counters = RedisSpendCounters(client, "t:")
-    errors = metrics.STORE_ERRORS.labels("spend")
-    before = errors._value.get()
+    before = spend_store_errors()
     redis_server.stop()
     with caplog.at_level(logging.WARNING, "gateway.budgets"):
         await asyncio.gather(*(counters.settle([KEY_DAY], 0.0, 1.0) for _ in range(5)))
-    assert errors._value.get() > before
+    assert spend_store_errors() > before
     assert "could not settle spend for 5 requests" in caplog.text
     redis_server.start()
     await counters.settle([KEY_DAY], 0.0, 1.0)
